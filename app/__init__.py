@@ -1,0 +1,1 @@
+"""Undersigned: open letters, signed and confirmed by email, counted exactly."""

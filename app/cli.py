@@ -1,0 +1,182 @@
+"""The `undersigned` command."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+
+from app.config import Settings
+from app.db import WRITE, make_engine, make_sessionmaker
+from app.errors import DomainError
+
+cli = typer.Typer(help="Undersigned: open letters, signed and confirmed by email.",
+                  no_args_is_help=True, add_completion=False)  # fmt: skip
+db_cli = typer.Typer(help="Database commands.", no_args_is_help=True)
+letter_cli = typer.Typer(help="Letter commands.", no_args_is_help=True)
+cli.add_typer(db_cli, name="db")
+cli.add_typer(letter_cli, name="letter")
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        typer.echo(f"Invalid settings:\n{exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+def _migrate(settings: Settings) -> None:
+    from app.migrate import upgrade
+
+    engine = make_engine(settings.database_url)
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
+
+
+@db_cli.command("upgrade")
+def db_upgrade() -> None:
+    """Apply every migration (Alembic upgrade head)."""
+    _migrate(_settings())
+    typer.echo("Database is up to date.")
+
+
+@cli.command()
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: Annotated[int, typer.Option(min=1, max=64)] = 1,
+    no_worker: Annotated[
+        bool, typer.Option("--no-worker", help="Do not deliver mail here.")
+    ] = False,
+) -> None:
+    """Migrate, then serve the web app (with the mail worker unless --no-worker)."""
+    import uvicorn
+
+    settings = _settings()
+    _migrate(settings)
+    # The factory re-reads Settings in each server process; this is how it learns
+    # about --no-worker.
+    os.environ["UNDERSIGNED_RUN_MAIL_WORKER"] = "false" if no_worker else "true"
+    typer.echo(f"Undersigned on {settings.base_url} (listening on {host}:{port})")
+    if settings.mail_backend == "dev":
+        typer.echo(f"Dev mailbox: {settings.base_url}/dev/mail")
+    uvicorn.run(
+        "app.main:create_app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=",".join(settings.trusted_proxies) or None,
+        server_header=False,
+        log_level=settings.log_level,
+    )
+
+
+@cli.command()
+def worker() -> None:
+    """Deliver the outbox until stopped (safe to run several)."""
+    from app.mail.backends import make_backend
+    from app.mail.worker import run_worker
+
+    settings = _settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
+    )
+    engine = make_engine(settings.database_url)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    typer.echo(f"Mail worker delivering through the {settings.mail_backend} backend.")
+    run_worker(make_sessionmaker(engine), make_backend(settings), settings=settings, stop=stop)
+    engine.dispose()
+
+
+@cli.command()
+def demo() -> None:
+    """Create the demo letters if they are missing (idempotent)."""
+    from app.demo import create_demo_letters
+
+    settings = _settings()
+    engine = make_engine(settings.database_url)
+    with make_sessionmaker(engine).begin() as session:
+        session.connection(execution_options=WRITE)
+        created = create_demo_letters(session)
+    engine.dispose()
+    typer.echo(f"Demo letters created: {', '.join(created)}" if created else "Demo letters exist.")
+
+
+@letter_cli.command("create")
+def letter_create(
+    slug: Annotated[str, typer.Option(help="URL name: lower-case letters, digits, dashes.")],
+    title: Annotated[str, typer.Option()],
+    body_file: Annotated[Path, typer.Option(exists=True, dir_okay=False, readable=True)],
+    summary: str = "",
+    addressed_to: str = "",
+    goal: Annotated[int | None, typer.Option(min=1)] = None,
+    closes_at: Annotated[datetime | None, typer.Option(help="UTC, e.g. 2027-01-31T23:59")] = None,
+    publish: Annotated[bool, typer.Option("--publish", help="Open it for signatures now.")] = False,
+) -> None:
+    """Create a letter from a Markdown file."""
+    from datetime import UTC
+
+    from app.letters.models import LetterStatus
+    from app.letters.schemas import LetterCreate
+    from app.letters.service import create_letter
+
+    settings = _settings()
+    try:
+        data = LetterCreate(
+            slug=slug,
+            title=title,
+            summary=summary,
+            body_markdown=body_file.read_text(encoding="utf-8"),
+            addressed_to=addressed_to,
+            goal=goal,
+            closes_at=closes_at.replace(tzinfo=closes_at.tzinfo or UTC) if closes_at else None,
+            status=LetterStatus.OPEN if publish else LetterStatus.DRAFT,
+        )
+    except ValidationError as exc:
+        typer.echo(f"Invalid letter:\n{exc}", err=True)
+        raise typer.Exit(2) from exc
+    engine = make_engine(settings.database_url)
+    try:
+        with make_sessionmaker(engine).begin() as session:
+            session.connection(execution_options=WRITE)
+            letter = create_letter(session, data=data)
+            status = letter.status.value
+    except DomainError as exc:
+        typer.echo(exc.detail, err=True)
+        raise typer.Exit(1) from exc
+    finally:
+        engine.dispose()
+    typer.echo(f"Letter {slug!r} created ({status}): {settings.base_url}/letters/{slug}")
+
+
+@cli.command()
+def purge() -> None:
+    """Apply the retention rules now (the worker also does this hourly)."""
+    from app.retention import purge as apply_retention
+
+    settings = _settings()
+    engine = make_engine(settings.database_url)
+    with make_sessionmaker(engine).begin() as session:
+        session.connection(execution_options=WRITE)
+        counts = apply_retention(session, settings=settings)
+    engine.dispose()
+    for name, count in counts.items():
+        typer.echo(f"{name}: {count} deleted")
+
+
+def main() -> None:
+    cli()

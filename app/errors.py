@@ -1,0 +1,61 @@
+"""Domain errors. Services raise these; app/web/errors.py renders them."""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    """A failure the user can understand. `code` is stable; `status_code` is for HTTP."""
+
+    status_code = 400
+    code = "bad_request"
+    default_detail = "The request could not be processed."
+
+    def __init__(self, detail: str | None = None) -> None:
+        self.detail = detail or self.default_detail
+        super().__init__(self.detail)
+
+
+class NotFound(DomainError):
+    status_code = 404
+    code = "not_found"
+    default_detail = "There is nothing at this address."
+
+
+class LetterNotFound(NotFound):
+    code = "letter_not_found"
+    default_detail = "There is no letter at this address."
+
+
+class LetterNotOpen(DomainError):
+    status_code = 409
+    code = "letter_not_open"
+    default_detail = "This letter is not open for signatures."
+
+
+class InvalidToken(DomainError):
+    """A link that was tampered with, has expired, or points at nothing any more."""
+
+    status_code = 400
+    code = "invalid_token"
+    default_detail = "This link is not valid."
+
+    def __init__(self, detail: str | None = None, *, expired: bool = False) -> None:
+        self.expired = expired
+        super().__init__(detail)
+
+
+class CSRFError(DomainError):
+    status_code = 403
+    code = "csrf_failed"
+    default_detail = "This form has expired. Go back, reload the page and try again."
+
+
+class InvalidInput(DomainError):
+    """Input rejected by a service after the schema accepted it."""
+
+    status_code = 422
+    code = "invalid_input"
+
+    def __init__(self, detail: str | None = None, *, fields: dict[str, str] | None = None):
+        self.fields = fields or {}
+        super().__init__(detail)

@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import CheckConstraint, Enum, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.db import Base, UTCDateTime, utcnow
+
+
+class LetterStatus(StrEnum):
+    DRAFT = "draft"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class Letter(Base):
+    __tablename__ = "letters"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slug: Mapped[str] = mapped_column(String(80), unique=True)
+    title: Mapped[str] = mapped_column(String(200))
+    summary: Mapped[str] = mapped_column(String(500), default="")
+    body_markdown: Mapped[str] = mapped_column(Text)
+    body_html: Mapped[str] = mapped_column(Text, doc="Rendered and sanitized once, on save.")
+    addressed_to: Mapped[str] = mapped_column(String(300), default="")
+    goal: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[LetterStatus] = mapped_column(
+        Enum(
+            LetterStatus,
+            native_enum=False,
+            create_constraint=True,
+            length=16,
+            name="letter_status",
+            values_callable=lambda enum: [member.value for member in enum],
+        ),
+        default=LetterStatus.DRAFT,
+    )
+    closes_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    tally: Mapped[LetterTally] = relationship(lazy="raise", back_populates="letter")
+
+    def is_open(self, now: datetime) -> bool:
+        return self.status == LetterStatus.OPEN and (self.closes_at is None or self.closes_at > now)
+
+
+class LetterTally(Base):
+    """The verified count, kept by `add_to_tally` in the same transaction as the change.
+
+    A counter row instead of COUNT(*): reading the tally is one primary-key lookup.
+    """
+
+    __tablename__ = "letter_tallies"
+    __table_args__ = (CheckConstraint("verified_count >= 0", name="not_negative"),)
+
+    letter_id: Mapped[int] = mapped_column(
+        ForeignKey("letters.id", ondelete="CASCADE"), primary_key=True
+    )
+    verified_count: Mapped[int] = mapped_column(Integer, default=0)
+
+    letter: Mapped[Letter] = relationship(lazy="raise", back_populates="tally")

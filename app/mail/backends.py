@@ -1,0 +1,124 @@
+"""Where email goes: the dev mailbox (files under DATA_DIR/dev-mail) or SMTP."""
+
+from __future__ import annotations
+
+import os
+import smtplib
+import ssl
+import tempfile
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
+from email.utils import formatdate
+from pathlib import Path
+from typing import Protocol
+
+from app.config import MailBackend, Settings, SmtpSecurity
+from app.mail.models import OutboxEmail
+
+
+class TransientMailError(Exception):
+    """Worth retrying later (4xx reply, connection trouble)."""
+
+
+class PermanentMailError(Exception):
+    """Retrying will not help (5xx reply, address refused)."""
+
+
+class Backend(Protocol):
+    def send(self, message: EmailMessage) -> None: ...
+
+
+def build_message(email: OutboxEmail, *, mail_from: str) -> EmailMessage:
+    if email.to_address is None:
+        raise PermanentMailError("The address was already deleted.")
+    message = EmailMessage()
+    message["From"] = mail_from
+    message["To"] = email.to_address
+    message["Subject"] = email.subject
+    message["Date"] = formatdate(localtime=False)
+    message["Message-ID"] = email.message_id
+    message["Auto-Submitted"] = "auto-generated"
+    for name, value in email.headers.items():
+        message[name] = value
+    message.set_content(email.text_body)
+    message.add_alternative(email.html_body, subtype="html")
+    return message
+
+
+class DevMailbox:
+    """Delivers into files that `/dev/mail` shows. For a machine with no mail server."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def send(self, message: EmailMessage) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(message.as_bytes(policy=policy.SMTP))
+        name = f"{time_ns_name()}.eml"
+        os.replace(tmp, self.directory / name)
+
+    def messages(self, limit: int = 50) -> list[EmailMessage]:
+        if not self.directory.is_dir():
+            return []
+        files = sorted(self.directory.glob("*.eml"), reverse=True)[:limit]
+        parser = BytesParser(policy=policy.default)
+        return [parser.parsebytes(path.read_bytes()) for path in files]
+
+
+def time_ns_name() -> str:
+    import time
+
+    return f"{time.time_ns():020d}-{os.getpid()}"
+
+
+class SmtpBackend:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def send(self, message: EmailMessage) -> None:
+        s = self.settings
+        try:
+            smtp: smtplib.SMTP
+            if s.smtp_security == SmtpSecurity.TLS:
+                smtp = smtplib.SMTP_SSL(
+                    s.smtp_host,
+                    s.smtp_port,
+                    timeout=s.smtp_timeout_seconds,
+                    context=ssl.create_default_context(),
+                )
+            else:
+                smtp = smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=s.smtp_timeout_seconds)
+            with smtp:
+                if s.smtp_security == SmtpSecurity.STARTTLS:
+                    smtp.starttls(context=ssl.create_default_context())
+                if s.smtp_username and s.smtp_password:
+                    smtp.login(s.smtp_username, s.smtp_password.get_secret_value())
+                refused = smtp.send_message(message)
+        except smtplib.SMTPRecipientsRefused as exc:
+            raise _classify(exc.recipients) from exc
+        except smtplib.SMTPResponseException as exc:
+            error = f"{exc.smtp_code} {exc.smtp_error!r}"
+            if 400 <= exc.smtp_code < 500:
+                raise TransientMailError(error) from exc
+            raise PermanentMailError(error) from exc
+        except (smtplib.SMTPException, OSError) as exc:
+            raise TransientMailError(f"{type(exc).__name__}: {exc}") from exc
+        if refused:
+            raise _classify(refused)
+
+
+def _classify(recipients: dict[str, tuple[int, bytes]]) -> Exception:
+    codes = [code for code, _ in recipients.values()]
+    error = "; ".join(f"{code} {reply!r}" for code, reply in recipients.values())
+    if all(400 <= code < 500 for code in codes):
+        return TransientMailError(error)
+    return PermanentMailError(error)
+
+
+def make_backend(settings: Settings) -> Backend:
+    if settings.mail_backend == MailBackend.SMTP:
+        return SmtpBackend(settings)
+    return DevMailbox(settings.data_dir / "dev-mail")

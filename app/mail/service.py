@@ -1,0 +1,58 @@
+"""Writing emails into the outbox, and the retention rule for sent ones."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from email.utils import make_msgid
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy import delete
+from sqlalchemy.orm import Session
+
+from app.config import Settings
+from app.db import utcnow
+from app.mail.models import OutboxEmail, OutboxStatus
+from app.templating import render_blocks
+
+SENT_RETENTION = timedelta(days=7)
+
+
+def enqueue(
+    session: Session,
+    *,
+    settings: Settings,
+    kind: str,
+    to: str,
+    context: dict[str, Any],
+    signature_id: int | None = None,
+) -> OutboxEmail:
+    """Render `templates/emails/{kind}.jinja` (blocks subject, text, html) into the
+    outbox, in the caller's transaction. The worker delivers it after commit."""
+    parts = render_blocks(f"emails/{kind}.jinja", {"base_url": settings.base_url, **context})
+    email = OutboxEmail(
+        kind=kind,
+        to_address=to,
+        subject=parts["subject"],
+        text_body=parts["text"] + "\n",
+        html_body=parts["html"],
+        headers={},
+        message_id=make_msgid(domain=urlsplit(settings.base_url).hostname or "localhost"),
+        signature_id=signature_id,
+        status=OutboxStatus.PENDING,
+        next_attempt_at=utcnow(),
+    )
+    session.add(email)
+    return email
+
+
+def purge_outbox(session: Session) -> int:
+    """Sent and failed emails (addresses and bodies) are deleted after 7 days."""
+    cutoff = utcnow() - SENT_RETENTION
+    result = session.execute(
+        delete(OutboxEmail).where(
+            OutboxEmail.status.in_([OutboxStatus.SENT, OutboxStatus.FAILED]),
+            OutboxEmail.finished_at < cutoff,
+        )
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

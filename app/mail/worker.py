@@ -1,0 +1,148 @@
+"""Delivers the outbox. Safe to run in several processes at once.
+
+A worker claims a batch in a short transaction (PostgreSQL: FOR UPDATE SKIP LOCKED,
+so workers never wait on each other; SQLite: BEGIN IMMEDIATE), marks it `sending`
+with a lease, commits, sends, then records the outcome only if it still holds the
+claim. A crash between send and record means the lease runs out and the email is
+sent again: at least once, never lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import secrets
+import threading
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.config import Settings
+from app.db import WRITE, utcnow
+from app.mail.backends import Backend, PermanentMailError, TransientMailError, build_message
+from app.mail.models import OutboxEmail, OutboxStatus
+
+log = logging.getLogger("undersigned.mail")
+
+LEASE = timedelta(minutes=5)
+MAX_ATTEMPTS = 8
+BACKOFF_BASE_SECONDS = 30.0
+BACKOFF_CAP_SECONDS = 3600.0
+PURGE_EVERY = timedelta(hours=1)
+
+
+def backoff(attempts: int) -> timedelta:
+    """Exponential backoff with 'equal jitter': half fixed, half random."""
+    ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(attempts - 1, 0))
+    return timedelta(seconds=ceiling / 2 + random.uniform(0, ceiling / 2))  # noqa: S311
+
+
+def claim_batch(session: Session, *, now: datetime, limit: int) -> list[tuple[int, str]]:
+    """Claims up to `limit` due emails; returns (id, claim_token) pairs."""
+    due = or_(
+        (OutboxEmail.status == OutboxStatus.PENDING) & (OutboxEmail.next_attempt_at <= now),
+        (OutboxEmail.status == OutboxStatus.SENDING) & (OutboxEmail.lease_expires_at < now),
+    )
+    ids = list(
+        session.scalars(
+            select(OutboxEmail.id)
+            .where(due)
+            .order_by(OutboxEmail.next_attempt_at, OutboxEmail.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    claims = []
+    for email_id in ids:
+        token = secrets.token_hex(16)
+        session.execute(
+            update(OutboxEmail)
+            .where(OutboxEmail.id == email_id)
+            .values(
+                status=OutboxStatus.SENDING,
+                lease_expires_at=now + LEASE,
+                claim_token=token,
+                attempts=OutboxEmail.attempts + 1,
+            )
+        )
+        claims.append((email_id, token))
+    return claims
+
+
+def deliver_due(
+    factory: sessionmaker[Session],
+    backend: Backend,
+    *,
+    settings: Settings,
+    now: datetime | None = None,
+    limit: int = 20,
+) -> int:
+    """One pass: claim, send, record. Returns how many were sent."""
+    now = now or utcnow()
+    with factory() as session, session.begin():
+        session.connection(execution_options=WRITE)
+        claims = claim_batch(session, now=now, limit=limit)
+    sent = 0
+    for email_id, token in claims:
+        with factory() as session:
+            email = session.get(OutboxEmail, email_id)
+            assert email is not None
+            session.expunge(email)
+        outcome: dict[str, object]
+        try:
+            backend.send(build_message(email, mail_from=settings.mail_from))
+        except TransientMailError as exc:
+            if email.attempts >= MAX_ATTEMPTS:
+                outcome = _failed(f"gave up after {email.attempts} attempts: {exc}")
+            else:
+                outcome = {
+                    "status": OutboxStatus.PENDING,
+                    "next_attempt_at": utcnow() + backoff(email.attempts),
+                    "last_error": str(exc)[:1000],
+                }
+            log.warning("email %s: transient failure: %s", email_id, exc)
+        except PermanentMailError as exc:
+            outcome = _failed(str(exc))
+            log.error("email %s: permanent failure: %s", email_id, exc)
+        else:
+            outcome = {"status": OutboxStatus.SENT, "finished_at": utcnow(), "last_error": None}
+            sent += 1
+        with factory() as session, session.begin():
+            session.connection(execution_options=WRITE)
+            session.execute(
+                update(OutboxEmail)
+                .where(OutboxEmail.id == email_id, OutboxEmail.claim_token == token)
+                .values(lease_expires_at=None, claim_token=None, **outcome)
+            )
+    return sent
+
+
+def _failed(reason: str) -> dict[str, object]:
+    return {"status": OutboxStatus.FAILED, "finished_at": utcnow(), "last_error": reason[:1000]}
+
+
+def run_worker(
+    factory: sessionmaker[Session],
+    backend: Backend,
+    *,
+    settings: Settings,
+    stop: threading.Event,
+    poll_seconds: float = 1.0,
+) -> None:
+    """Deliver until `stop` is set; apply the retention rules once an hour."""
+    from app.retention import purge
+
+    next_purge = utcnow()
+    while not stop.is_set():
+        try:
+            if utcnow() >= next_purge:
+                with factory() as session, session.begin():
+                    session.connection(execution_options=WRITE)
+                    purge(session, settings=settings)
+                next_purge = utcnow() + PURGE_EVERY
+            if deliver_due(factory, backend, settings=settings):
+                continue  # more may be waiting
+        except Exception:
+            log.exception("mail worker pass failed; retrying")
+        stop.wait(poll_seconds)

@@ -1,0 +1,88 @@
+"""create_app(settings): the whole web application, wired once."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.responses import Response
+
+from app.config import STATIC_DIR, MailBackend, Settings
+from app.db import make_engine, make_sessionmaker, ping
+from app.mail.backends import make_backend
+from app.mail.worker import run_worker
+from app.web import api, dev, errors, pages
+from app.web.security import SecurityMiddleware
+
+log = logging.getLogger("undersigned")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    engine = make_engine(settings.database_url)
+    factory = make_sessionmaker(engine)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        stop = threading.Event()
+        worker = None
+        if settings.run_mail_worker:
+            worker = threading.Thread(
+                target=run_worker,
+                args=(factory, make_backend(settings)),
+                kwargs={"settings": settings, "stop": stop},
+                name="mail-worker",
+                daemon=True,
+            )
+            worker.start()
+            log.info("mail worker running in-process (%s backend)", settings.mail_backend)
+        try:
+            yield
+        finally:
+            stop.set()
+            if worker is not None:
+                worker.join(timeout=30)
+            engine.dispose()
+
+    app = FastAPI(
+        title="Undersigned",
+        version="1",
+        summary="Open letters: sign, confirm by email, count exactly.",
+        openapi_url="/api/v1/openapi.json",
+        docs_url=None,  # Swagger UI and ReDoc load scripts from a CDN
+        redoc_url=None,
+        lifespan=lifespan,
+        max_body_size=settings.max_request_bytes,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessionmaker = factory
+
+    app.add_middleware(SecurityMiddleware, secure=settings.secure_cookies)
+    errors.install(app)
+    app.include_router(pages.router)
+    app.include_router(api.router)
+    if settings.mail_backend == MailBackend.DEV:
+        app.include_router(dev.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> Response:
+        try:
+            ping(engine)
+        except Exception as exc:
+            log.warning("health check failed: %s", exc)
+            return JSONResponse({"status": "error", "database": "unreachable"}, 503)
+        return JSONResponse({"status": "ok", "database": "ok"})
+
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """For `uvicorn --factory` (used by `undersigned serve --workers N`)."""
+    return create_app(Settings())

@@ -1,0 +1,9 @@
+"""Imports every model module so that Base.metadata is complete."""
+
+from __future__ import annotations
+
+
+def import_all() -> None:
+    import app.letters.models
+    import app.mail.models
+    import app.signatures.models  # noqa: F401

@@ -1,0 +1,107 @@
+"""What a signer sends, and what the public may see."""
+
+from __future__ import annotations
+
+import unicodedata
+from datetime import date
+from typing import Annotated
+
+from email_validator import EmailNotValidError, validate_email
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic_core import PydanticCustomError
+
+from app.signatures.models import SignatureDisplay
+
+# Bidirectional overrides and isolates let a name render as something else.
+_BIDI_CONTROLS = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _clean_text(value: object, *, multiline: bool) -> object:
+    if not isinstance(value, str):
+        return value
+    value = unicodedata.normalize("NFC", value).strip()
+    if multiline:
+        value = value.replace("\r\n", "\n").replace("\r", "\n")
+    for char in value:
+        if (char in "\n\t" and multiline) or (
+            unicodedata.category(char) not in {"Cc", "Cs", "Co", "Cn"}
+            and char not in _BIDI_CONTROLS
+        ):
+            continue
+        raise PydanticCustomError("control_chars", "Remove invisible or control characters.")
+    return value
+
+
+def _single_line(value: object) -> object:
+    return _clean_text(value, multiline=False)
+
+
+def _multi_line(value: object) -> object:
+    return _clean_text(value, multiline=True)
+
+
+def _required(value: str) -> str:
+    if not value:
+        raise PydanticCustomError("required", "This field is required.")
+    return value
+
+
+def _valid_email(value: str) -> str:
+    if not value:
+        raise PydanticCustomError("required", "This field is required.")
+    try:
+        result = validate_email(value, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise PydanticCustomError(
+            "invalid_email", "Enter an email address like name@example.org."
+        ) from exc
+    return result.normalized
+
+
+Line = Annotated[str, BeforeValidator(_single_line)]
+Name = Annotated[str, BeforeValidator(_single_line), AfterValidator(_required)]
+Email = Annotated[str, BeforeValidator(_single_line), AfterValidator(_valid_email)]
+Comment = Annotated[str, BeforeValidator(_multi_line)]
+
+
+class SignatureIn(BaseModel):
+    """The sign form's fields (HTML form and JSON API alike)."""
+
+    model_config = ConfigDict(extra="ignore", str_max_length=1000)
+
+    name: Name = Field(max_length=120)
+    email: Email = Field(max_length=254)
+    title: Line = Field(default="", max_length=120)
+    affiliation: Line = Field(default="", max_length=200)
+    location: Line = Field(default="", max_length=120)
+    comment: Comment = Field(default="", max_length=1000)
+    display: SignatureDisplay = SignatureDisplay.PUBLIC
+    contact_ok: bool = False
+
+
+class PublicSignature(BaseModel):
+    """A signer as the public sees them: anonymous signers have every field null."""
+
+    name: str | None
+    title: str | None
+    affiliation: str | None
+    location: str | None
+    verified_domain: str | None
+    signed_on: date
+
+
+class SignaturePage(BaseModel):
+    items: list[PublicSignature]
+    next_cursor: str | None
+
+
+class SignatureAccepted(BaseModel):
+    status: str = "pending"
+
+
+class VerifyIn(BaseModel):
+    token: str = Field(min_length=1, max_length=500)
+
+
+class VerifyOut(BaseModel):
+    status: str = "verified"

@@ -1,0 +1,42 @@
+"""Signed, URL-safe tokens (itsdangerous). One salt per purpose.
+
+itsdangerous signs but does not encrypt, so a payload only ever holds opaque random
+ids, never an email address or a name.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+from typing import Any
+
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+
+from app.errors import InvalidToken
+
+
+class Purpose(StrEnum):
+    SIGNATURE_VERIFY = "signature-verify"
+    SIGNATURE_MANAGE = "signature-manage"
+    ORGANIZER_LOGIN = "organizer-login"
+    UNSUBSCRIBE = "unsubscribe"
+    CSRF = "csrf"
+
+
+@lru_cache(maxsize=32)
+def _serializer(secret_key: str, purpose: Purpose) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(secret_key, salt=purpose.value)
+
+
+def issue(secret_key: str, purpose: Purpose, payload: Any) -> str:
+    return str(_serializer(secret_key, purpose).dumps(payload))
+
+
+def read(secret_key: str, purpose: Purpose, token: str, *, max_age: int | None = None) -> Any:
+    """The payload, or InvalidToken (expired=True when only the age is wrong)."""
+    try:
+        return _serializer(secret_key, purpose).loads(token, max_age=max_age)
+    except SignatureExpired as exc:
+        raise InvalidToken("This link has expired.", expired=True) from exc
+    except BadSignature as exc:
+        raise InvalidToken("This link is not valid. It may have been cut short.") from exc

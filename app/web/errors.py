@@ -1,0 +1,93 @@
+"""Errors become `{"error", "detail"}` JSON under /api and an HTML page elsewhere."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from app.errors import DomainError, InvalidToken
+from app.web.deps import render
+
+log = logging.getLogger("undersigned.web")
+
+HTTP_CODES = {
+    400: ("bad_request", "The request could not be understood."),
+    404: ("not_found", "There is nothing at this address."),
+    405: ("method_not_allowed", "This address does not accept that kind of request."),
+    413: ("too_large", "What you sent is too large."),
+    415: ("unsupported_media_type", "Send JSON with Content-Type: application/json."),
+    422: ("invalid_input", "Some of what you sent is not valid."),
+    429: ("too_many_requests", "Too many requests. Wait a little and try again."),
+    500: ("server_error", "Something went wrong on our side. Please try again."),
+}
+
+
+def _is_api(request: Request) -> bool:
+    return request.url.path.startswith("/api/")
+
+
+def _respond(
+    request: Request,
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    extra: dict[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+    template: str = "error.html",
+) -> Response:
+    if _is_api(request):
+        return JSONResponse(
+            {"error": code, "detail": detail, **(extra or {})}, status, headers=headers
+        )
+    context = {"status": status, "code": code, "detail": detail, **(extra or {})}
+    response = render(request, template, context, status_code=status)
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def field_errors(errors: Any) -> dict[str, str]:
+    """Pydantic's error list, keyed by field name (the first error of each field)."""
+    fields: dict[str, str] = {}
+    for error in errors:
+        location = [str(part) for part in error.get("loc", ()) if part not in ("body", "query")]
+        fields.setdefault(".".join(location) or "body", str(error.get("msg", "invalid")))
+    return fields
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(DomainError)
+    async def domain_error(request: Request, exc: DomainError) -> Response:
+        if isinstance(exc, InvalidToken):
+            return _respond(
+                request, exc.status_code, exc.code, exc.detail,
+                extra={"expired": exc.expired}, template="signatures/invalid_link.html",
+            )  # fmt: skip
+        return _respond(request, exc.status_code, exc.code, exc.detail)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        code, default = HTTP_CODES.get(exc.status_code, ("error", "The request failed."))
+        detail = exc.detail if isinstance(exc.detail, str) and exc.status_code != 404 else default
+        return _respond(request, exc.status_code, code, detail, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        return _respond(
+            request, 422, "invalid_input", "Some fields are not valid.",
+            extra={"fields": field_errors(exc.errors())},
+        )  # fmt: skip
+
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        code, detail = HTTP_CODES[500]
+        return _respond(request, 500, code, detail)

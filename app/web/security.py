@@ -1,0 +1,89 @@
+"""Security headers and CSRF, as small pure-ASGI middleware (no per-request task).
+
+CSRF is a double-submit cookie: a random value in a SameSite=Lax, HttpOnly cookie
+(`__Host-` prefixed under HTTPS, so a sibling subdomain cannot plant one), repeated
+in each form; a POST is accepted only when the two match. The cookie is set only
+on a response that rendered a form, so cacheable pages stay cookie-free.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+import secrets
+
+from starlette.datastructures import MutableHeaders
+from starlette.requests import HTTPConnection, Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.errors import CSRFError
+
+CSP = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
+)
+_TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_-]{43}$")
+
+
+def csrf_cookie_name(secure: bool) -> str:
+    return "__Host-csrf" if secure else "csrf"
+
+
+class SecurityMiddleware:
+    def __init__(self, app: ASGIApp, *, secure: bool) -> None:
+        self.app = app
+        self.secure = secure
+        self.cookie_name = csrf_cookie_name(secure)
+        self.static_headers = [
+            (b"content-security-policy", CSP.encode()),
+            (b"x-content-type-options", b"nosniff"),
+            (b"x-frame-options", b"DENY"),
+            (b"referrer-policy", b"no-referrer"),
+            (b"cross-origin-opener-policy", b"same-origin"),
+            (
+                b"permissions-policy",
+                b"camera=(), microphone=(), geolocation=(), interest-cohort=()",
+            ),
+        ]
+        if secure:
+            self.static_headers.append(
+                (b"strict-transport-security", b"max-age=31536000; includeSubDomains")
+            )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        cookie = HTTPConnection(scope).cookies.get(self.cookie_name, "")
+        state = scope.setdefault("state", {})
+        state["csrf_cookie"] = cookie if _TOKEN_SHAPE.match(cookie) else ""
+        state["csrf_token"] = state["csrf_cookie"] or secrets.token_urlsafe(32)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"].extend(self.static_headers)
+                if state.get("csrf_used") and not state["csrf_cookie"]:
+                    headers = MutableHeaders(scope=message)
+                    secure = "; Secure" if self.secure else ""
+                    headers.append(
+                        "set-cookie",
+                        f"{self.cookie_name}={state['csrf_token']}; Path=/; HttpOnly; "
+                        f"SameSite=Lax{secure}",
+                    )
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def csrf_token(request: Request) -> str:
+    """The token for a form on this page; marks the response to carry the cookie."""
+    request.state.csrf_used = True
+    token: str = request.state.csrf_token
+    return token
+
+
+def check_csrf(request: Request, submitted: str) -> None:
+    cookie: str = request.state.csrf_cookie
+    if not cookie or not hmac.compare_digest(cookie.encode(), submitted.encode()):
+        raise CSRFError()
