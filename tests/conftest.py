@@ -2,8 +2,8 @@
 
 - SQLite always;
 - PostgreSQL when UNDERSIGNED_TEST_DATABASE_URL is set (a server URL such as
-  postgresql+psycopg://postgres@127.0.0.1:5432/test; the tests create and use their
-  own database `undersigned_test` next to it).
+  postgresql+psycopg://postgres@127.0.0.1:5432/test; the tests create, use and drop
+  their own database `undersigned_test_<pid>` next to it).
 
 With UNDERSIGNED_TEST_REQUIRE_ALL=1 (CI sets it) a PostgreSQL or browser test that
 cannot run fails instead of being skipped.
@@ -84,7 +84,8 @@ def _open_database(kind: str, tmp_path_factory: pytest.TempPathFactory, template
     if kind == "postgresql":
         if not PG_URL:
             skip_or_fail("UNDERSIGNED_TEST_DATABASE_URL is not set")
-        url = postgres_test_url(PG_URL, "undersigned_test")
+        # One database per test run, so that runs side by side do not collide.
+        url = postgres_test_url(PG_URL, f"undersigned_test_{os.getpid()}")
     else:
         path = tmp_path_factory.mktemp("sqlite") / "undersigned.db"
         shutil.copy(template, path)
@@ -95,7 +96,20 @@ def _open_database(kind: str, tmp_path_factory: pytest.TempPathFactory, template
     return Database(kind, url, engine, make_sessionmaker(engine))
 
 
-@pytest.fixture(scope="session", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def _close(db: Database) -> None:
+    db.engine.dispose()
+    if db.kind == "postgresql":
+        admin = make_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://", 1),
+                            isolation_level="AUTOCOMMIT")  # fmt: skip
+        with admin.connect() as connection:
+            name = make_url(db.url).database
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(
+    scope="session", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
 def database(
     request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
@@ -104,7 +118,7 @@ def database(
     """Each test that uses it runs on SQLite and on PostgreSQL."""
     db = _open_database(request.param, tmp_path_factory, sqlite_template)
     yield db
-    db.engine.dispose()
+    _close(db)
 
 
 @pytest.fixture(scope="session")
@@ -112,7 +126,7 @@ def postgres(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) ->
     """PostgreSQL only (concurrency tests)."""
     db = _open_database("postgresql", tmp_path_factory, sqlite_template)
     yield db
-    db.engine.dispose()
+    _close(db)
 
 
 @pytest.fixture
