@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint fmt bench clean
+.PHONY: run test lint fmt clean
 
 $(BIN)/undersigned: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,9 +27,6 @@ fmt: $(BIN)/undersigned
 
 test: lint
 	$(BIN)/pytest
-
-bench: $(BIN)/undersigned
-	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

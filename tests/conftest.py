@@ -164,3 +164,15 @@ def make_settings(tmp_path: Path, database_url: str, **overrides: object) -> Set
 @pytest.fixture
 def settings(tmp_path: Path, database: Database) -> Settings:
     return make_settings(tmp_path, database.url)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    chromium = os.environ.get("UNDERSIGNED_TEST_CHROMIUM", "/usr/bin/chromium")
+    return [
+        "undersigned: PostgreSQL tests "
+        + ("ON" if PG_URL else "SKIPPED (set UNDERSIGNED_TEST_DATABASE_URL)"),
+        "undersigned: browser tests "
+        + ("ON" if os.path.exists(chromium) else f"SKIPPED (no Chromium at {chromium})"),
+        "undersigned: skips are "
+        + ("FAILURES (UNDERSIGNED_TEST_REQUIRE_ALL)" if REQUIRE_ALL else "allowed"),
+    ]
