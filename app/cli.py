@@ -25,6 +25,9 @@ cli.add_typer(db_cli, name="db")
 cli.add_typer(letter_cli, name="letter")
 
 
+SLUG_RULE = "use lower-case letters, digits and single dashes, like ice-out"
+
+
 def _settings() -> Settings:
     try:
         return Settings()
@@ -147,7 +150,11 @@ def letter_create(
             status=LetterStatus.OPEN if publish else LetterStatus.DRAFT,
         )
     except ValidationError as exc:
-        typer.echo(f"Invalid letter:\n{exc}", err=True)
+        typer.echo("Invalid letter:", err=True)
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"])
+            message = SLUG_RULE if error["type"] == "string_pattern_mismatch" else error["msg"]
+            typer.echo(f"  {field.replace('_', '-')}: {message}", err=True)
         raise typer.Exit(2) from exc
     engine = make_engine(settings.database_url)
     try:

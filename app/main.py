@@ -17,7 +17,7 @@ from app.db import make_engine, make_sessionmaker, ping
 from app.mail.backends import make_backend
 from app.mail.worker import run_worker
 from app.web import api, dev, errors, pages
-from app.web.security import SecurityMiddleware
+from app.web.security import BodyLimitMiddleware, SecurityMiddleware
 
 log = logging.getLogger("undersigned")
 
@@ -57,12 +57,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,  # Swagger UI and ReDoc load scripts from a CDN
         redoc_url=None,
         lifespan=lifespan,
-        max_body_size=settings.max_request_bytes,
     )
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = factory
 
+    # Our own body limit, not FastAPI's max_body_size: that one answers a bare
+    # text/plain 413 outside every handler and middleware (no page, no headers).
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(SecurityMiddleware, secure=settings.secure_cookies)
     errors.install(app)
     app.include_router(pages.router)

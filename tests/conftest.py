@@ -54,7 +54,7 @@ class Database:
                 connection.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
             else:
                 for table in tables:
-                    connection.execute(text(f"DELETE FROM {table}"))  # noqa: S608
+                    connection.execute(text(f"DELETE FROM {table}"))
 
 
 def postgres_test_url(base_url: str, database: str) -> str:
@@ -107,6 +107,16 @@ def _close(db: Database) -> None:
         admin.dispose()
 
 
+@pytest.fixture(scope="session")
+def _postgres_database(
+    tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path
+) -> Iterator[Database]:
+    """The run's one PostgreSQL database, shared by `database` and `postgres`."""
+    db = _open_database("postgresql", tmp_path_factory, sqlite_template)
+    yield db
+    _close(db)
+
+
 @pytest.fixture(
     scope="session", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 )
@@ -116,17 +126,18 @@ def database(
     sqlite_template: Path,
 ) -> Iterator[Database]:
     """Each test that uses it runs on SQLite and on PostgreSQL."""
-    db = _open_database(request.param, tmp_path_factory, sqlite_template)
+    if request.param == "postgresql":
+        yield request.getfixturevalue("_postgres_database")
+        return
+    db = _open_database("sqlite", tmp_path_factory, sqlite_template)
     yield db
     _close(db)
 
 
 @pytest.fixture(scope="session")
-def postgres(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Iterator[Database]:
+def postgres(_postgres_database: Database) -> Database:
     """PostgreSQL only (concurrency tests)."""
-    db = _open_database("postgresql", tmp_path_factory, sqlite_template)
-    yield db
-    _close(db)
+    return _postgres_database
 
 
 @pytest.fixture

@@ -17,16 +17,23 @@ from app.letters.schemas import LetterCreate
 
 _markdown = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table")
 _ALLOWED_TAGS = {
-    "p", "br", "hr", "h2", "h3", "h4", "strong", "em", "blockquote", "ul", "ol", "li",
+    "p", "br", "hr", "h2", "h3", "h4", "h5", "h6", "strong", "em", "blockquote", "ul", "ol", "li",
     "a", "code", "pre", "table", "thead", "tbody", "tr", "th", "td",
 }  # fmt: skip
 
 
 def render_markdown(source: str) -> str:
-    """Markdown to sanitized HTML. Raw HTML in the source is escaped, then nh3 cleans."""
+    """Markdown to sanitized HTML. Raw HTML in the source is escaped, then nh3 cleans.
+
+    Headings move down one level (`#` becomes h2): the page's h1 is the letter title.
+    Images are dropped: a letter must not make readers' browsers fetch anything."""
+    tokens = _markdown.parse(source)
+    for token in tokens:
+        if token.type in ("heading_open", "heading_close"):
+            token.tag = f"h{min(int(token.tag[1]) + 1, 6)}"
     return str(
         nh3.clean(
-            _markdown.render(source),
+            _markdown.renderer.render(tokens, _markdown.options, {}),
             tags=_ALLOWED_TAGS,
             attributes={"a": {"href", "title"}},
             url_schemes={"http", "https", "mailto"},
@@ -84,8 +91,9 @@ def get_public_letter(session: Session, *, slug: str) -> LetterWithTally:
     return LetterWithTally(row[0], row[1])
 
 
-def get_letter_for_update(session: Session, *, slug: str) -> Letter:
-    """The letter row, for a writer that must see its status at commit time."""
+def get_letter_for_signing(session: Session, *, slug: str) -> Letter:
+    """A published letter, for signing. Not locked: a letter closed while someone signs
+    may still get a pending signature, but `verify_signature` refuses to count it."""
     letter = session.scalar(select(Letter).where(Letter.slug == slug))
     if letter is None or letter.status == LetterStatus.DRAFT:
         raise LetterNotFound()

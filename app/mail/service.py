@@ -33,7 +33,9 @@ def enqueue(
     email = OutboxEmail(
         kind=kind,
         to_address=to,
-        subject=parts["subject"],
+        # A header holds one line: a line break (say, in a letter title) would make
+        # the message unbuildable.
+        subject=" ".join(parts["subject"].split()),
         text_body=parts["text"] + "\n",
         html_body=parts["html"],
         headers={},

@@ -87,24 +87,26 @@ def deliver_due(
     for email_id, token in claims:
         with factory() as session:
             email = session.get(OutboxEmail, email_id)
-            assert email is not None
+            if email is None or email.claim_token != token:
+                # A slow send earlier in this batch outlived the lease and another
+                # worker took this one over: sending it now would send it twice.
+                log.warning("email %s: lease lost before sending; skipped", email_id)
+                continue
             session.expunge(email)
         outcome: dict[str, object]
         try:
             backend.send(build_message(email, mail_from=settings.mail_from))
         except TransientMailError as exc:
-            if email.attempts >= MAX_ATTEMPTS:
-                outcome = _failed(f"gave up after {email.attempts} attempts: {exc}")
-            else:
-                outcome = {
-                    "status": OutboxStatus.PENDING,
-                    "next_attempt_at": utcnow() + backoff(email.attempts),
-                    "last_error": str(exc)[:1000],
-                }
+            outcome = _retry_or_give_up(email.attempts, str(exc))
             log.warning("email %s: transient failure: %s", email_id, exc)
         except PermanentMailError as exc:
             outcome = _failed(str(exc))
             log.error("email %s: permanent failure: %s", email_id, exc)
+        except Exception as exc:
+            # A bug or a surprise: retried (up to MAX_ATTEMPTS) like a transient
+            # failure, so that one bad email never stalls the rest of the outbox.
+            outcome = _retry_or_give_up(email.attempts, f"{type(exc).__name__}: {exc}")
+            log.exception("email %s: unexpected failure", email_id)
         else:
             outcome = {"status": OutboxStatus.SENT, "finished_at": utcnow(), "last_error": None}
             sent += 1
@@ -116,6 +118,16 @@ def deliver_due(
                 .values(lease_expires_at=None, claim_token=None, **outcome)
             )
     return sent
+
+
+def _retry_or_give_up(attempts: int, error: str) -> dict[str, object]:
+    if attempts >= MAX_ATTEMPTS:
+        return _failed(f"gave up after {attempts} attempts: {error}")
+    return {
+        "status": OutboxStatus.PENDING,
+        "next_attempt_at": utcnow() + backoff(attempts),
+        "last_error": error[:1000],
+    }
 
 
 def _failed(reason: str) -> dict[str, object]:

@@ -64,6 +64,10 @@ Email = Annotated[str, BeforeValidator(_single_line), AfterValidator(_valid_emai
 Comment = Annotated[str, BeforeValidator(_multi_line)]
 
 
+SEARCH_PATTERN = r"^[^\x00-\x1f\x7f]*$"
+"""A search term: no control characters (PostgreSQL refuses NUL in text)."""
+
+
 class SignatureIn(BaseModel):
     """The sign form's fields (HTML form and JSON API alike)."""
 

@@ -23,7 +23,7 @@ from app.config import Settings
 from app.db import utcnow
 from app.errors import InvalidToken, LetterNotOpen
 from app.letters.models import Letter
-from app.letters.service import add_to_tally, get_letter_for_update
+from app.letters.service import add_to_tally, get_letter_for_signing
 from app.mail.service import enqueue
 from app.signatures.emails import email_domain, email_hash
 from app.signatures.models import Signature, SignatureDisplay, SignatureStatus
@@ -31,6 +31,8 @@ from app.signatures.schemas import PublicSignature, SignatureIn
 
 MAX_EMAILS_PER_SIGNATURE = 5
 PAGE_SIZE = 50
+MAX_CURSOR = 2**63 - 1
+"""Cursors are signature ids: 64-bit on every database. A bigger one cannot be bound."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +58,7 @@ def sign_letter(session: Session, *, slug: str, data: SignatureIn, settings: Set
     Returns nothing on purpose: the caller must not be able to tell the cases apart.
     """
     now = utcnow()
-    letter = get_letter_for_update(session, slug=slug)
+    letter = get_letter_for_signing(session, slug=slug)
     if not letter.is_open(now):
         raise LetterNotOpen()
     hashed = email_hash(settings.secret, data.email)

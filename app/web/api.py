@@ -12,6 +12,7 @@ from app.letters import service as letters
 from app.letters.schemas import LetterDetailOut, LetterList, LetterOut
 from app.signatures import service as signatures
 from app.signatures.schemas import (
+    SEARCH_PATTERN,
     SignatureAccepted,
     SignatureIn,
     SignaturePage,
@@ -68,10 +69,13 @@ def list_signatures(
     session: ReadSession,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
     cursor: Annotated[str | None, Query(max_length=20)] = None,
-    q: Annotated[str, Query(max_length=100)] = "",
+    q: Annotated[str, Query(max_length=100, pattern=SEARCH_PATTERN)] = "",
 ) -> SignaturePage:
     """Verified signers, newest first. Anonymous signers appear with every field null."""
-    if cursor is not None and not cursor.isdigit():
+    # isdigit() alone accepts "²", which int() refuses; and ids are 64-bit.
+    if cursor is not None and not (
+        cursor.isascii() and cursor.isdigit() and int(cursor) <= signatures.MAX_CURSOR
+    ):
         raise InvalidInput("The cursor is not valid.", fields={"cursor": "not a cursor"})
     found = letters.get_public_letter(session, slug=slug)
     items, next_cursor = signatures.list_public_signatures(

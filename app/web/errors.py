@@ -12,8 +12,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from app.errors import DomainError, InvalidToken
+from app.errors import DomainError, InvalidInput, InvalidToken
 from app.web.deps import render
+from app.web.security import security_headers
 
 log = logging.getLogger("undersigned.web")
 
@@ -71,12 +72,19 @@ def install(app: FastAPI) -> None:
                 request, exc.status_code, exc.code, exc.detail,
                 extra={"expired": exc.expired}, template="signatures/invalid_link.html",
             )  # fmt: skip
+        if isinstance(exc, InvalidInput):
+            return _respond(request, exc.status_code, exc.code, exc.detail,
+                            extra={"fields": exc.fields})  # fmt: skip
         return _respond(request, exc.status_code, exc.code, exc.detail)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
         code, default = HTTP_CODES.get(exc.status_code, ("error", "The request failed."))
-        detail = exc.detail if isinstance(exc.detail, str) and exc.status_code != 404 else default
+        # Starlette's default detail is the bare reason phrase ("Method Not Allowed"):
+        # say it in our words unless the raiser wrote its own explanation.
+        generic = HTTPException(exc.status_code).detail
+        own = isinstance(exc.detail, str) and exc.detail not in ("", generic)
+        detail = exc.detail if own and exc.status_code != 404 else default
         return _respond(request, exc.status_code, code, detail, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
@@ -90,4 +98,6 @@ def install(app: FastAPI) -> None:
     async def server_error(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         code, detail = HTTP_CODES[500]
-        return _respond(request, 500, code, detail)
+        # Sent from outside SecurityMiddleware: the headers must be added here.
+        headers = security_headers(request.app.state.settings.secure_cookies)
+        return _respond(request, 500, code, detail, headers=headers)

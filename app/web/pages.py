@@ -13,7 +13,7 @@ from app.db import utcnow
 from app.letters import service as letters
 from app.signatures import service as signatures
 from app.signatures.models import SignatureStatus
-from app.signatures.schemas import SignatureIn
+from app.signatures.schemas import SEARCH_PATTERN, SignatureIn
 from app.web.deps import AppSettings, ReadSession, WriteSession, render
 from app.web.security import check_csrf
 
@@ -114,8 +114,8 @@ def signer_list(
     request: Request,
     session: ReadSession,
     slug: str,
-    q: Annotated[str, Query(max_length=100)] = "",
-    after: Annotated[int | None, Query(ge=1)] = None,
+    q: Annotated[str, Query(max_length=100, pattern=SEARCH_PATTERN)] = "",
+    after: Annotated[int | None, Query(ge=1, le=signatures.MAX_CURSOR)] = None,
 ) -> Response:
     found = letters.get_public_letter(session, slug=slug)
     page, next_cursor = signatures.list_public_signatures(

@@ -12,7 +12,8 @@ import hmac
 import re
 import secrets
 
-from starlette.datastructures import MutableHeaders
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -29,26 +30,32 @@ def csrf_cookie_name(secure: bool) -> str:
     return "__Host-csrf" if secure else "csrf"
 
 
+def security_headers(secure: bool) -> dict[str, str]:
+    """The headers every response carries."""
+    headers = {
+        "content-security-policy": CSP,
+        "x-content-type-options": "nosniff",
+        "x-frame-options": "DENY",
+        "referrer-policy": "no-referrer",
+        "cross-origin-opener-policy": "same-origin",
+        "permissions-policy": "camera=(), microphone=(), geolocation=(), interest-cohort=()",
+    }
+    if secure:
+        headers["strict-transport-security"] = "max-age=31536000; includeSubDomains"
+    return headers
+
+
 class SecurityMiddleware:
+    """Adds `security_headers` and the CSRF cookie. Starlette answers a 500 from
+    outside every user middleware, so its handler adds the headers itself."""
+
     def __init__(self, app: ASGIApp, *, secure: bool) -> None:
         self.app = app
         self.secure = secure
         self.cookie_name = csrf_cookie_name(secure)
         self.static_headers = [
-            (b"content-security-policy", CSP.encode()),
-            (b"x-content-type-options", b"nosniff"),
-            (b"x-frame-options", b"DENY"),
-            (b"referrer-policy", b"no-referrer"),
-            (b"cross-origin-opener-policy", b"same-origin"),
-            (
-                b"permissions-policy",
-                b"camera=(), microphone=(), geolocation=(), interest-cohort=()",
-            ),
+            (name.encode(), value.encode()) for name, value in security_headers(secure).items()
         ]
-        if secure:
-            self.static_headers.append(
-                (b"strict-transport-security", b"max-age=31536000; includeSubDomains")
-            )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -74,6 +81,38 @@ class SecurityMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class BodyLimitMiddleware:
+    """Reading more than `max_bytes` of a request body raises HTTPException(413), so
+    the app's own handler answers (an HTML page, or JSON under /api, with the security
+    headers) instead of Starlette's bare text. A declared Content-Length over the
+    limit fails on the first read, before any byte is buffered."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length", "")
+        too_large = declared.isascii() and declared.isdigit() and int(declared) > self.max_bytes
+        received = 0
+
+        async def receive_with_limit() -> Message:
+            nonlocal received
+            if too_large:
+                raise HTTPException(413)
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise HTTPException(413)
+            return message
+
+        await self.app(scope, receive_with_limit, send)
 
 
 def csrf_token(request: Request) -> str:

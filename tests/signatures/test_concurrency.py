@@ -1,0 +1,193 @@
+"""The tally stays exact and signatures stay unique when many requests race.
+
+Each operation runs as a request does: its own session and transaction, opened by
+`app.db.session_scope(..., write=True)`, committed for real."""
+
+from __future__ import annotations
+
+import random
+import shutil
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.config import Settings
+from app.db import make_engine, make_sessionmaker, session_scope
+from app.letters.models import LetterTally
+from app.mail.models import OutboxEmail
+from app.signatures.emails import email_hash
+from app.signatures.models import Signature, SignatureStatus
+from app.signatures.service import sign_letter, verify_signature
+from tests.conftest import Database, make_settings
+from tests.factories import make_letter, signature_in, verify_token
+
+THREADS = 16
+PENDING_SIGNERS = 40
+VERIFIES_PER_TOKEN = 4
+RESIGNS_PER_ADDRESS = 2
+NEW_SIGNERS = 12
+SIGNS_PER_NEW_ADDRESS = 4  # the variants below
+
+transaction = contextmanager(session_scope)
+
+
+@dataclass
+class Outcome:
+    letter_id: int
+    pending_addresses: list[str]
+    new_addresses: list[str]
+    errors: list[BaseException]
+
+
+def _race(factory: sessionmaker[Session], settings: Settings) -> Outcome:
+    """N pending signatures; then THREADS threads verify each token several times,
+    re-sign the same addresses, and sign new addresses several times at once."""
+    with transaction(factory, write=True) as session:
+        letter = make_letter(session)
+        slug, letter_id = letter.slug, letter.id
+    pending_addresses = [f"pending.{number}@example.org" for number in range(PENDING_SIGNERS)]
+    with transaction(factory, write=True) as session:
+        for address in pending_addresses:
+            data = signature_in(email=address)
+            sign_letter(session, slug=slug, data=data, settings=settings)
+    with transaction(factory) as session:
+        signatures = session.scalars(select(Signature).where(Signature.letter_id == letter_id))
+        tokens = [verify_token(settings, signature) for signature in signatures]
+    assert len(tokens) == PENDING_SIGNERS
+    new_addresses = [f"new.{number}@gmail.com" for number in range(NEW_SIGNERS)]
+
+    def verify(token: str) -> None:
+        with transaction(factory, write=True) as session:
+            verify_signature(session, token=token, settings=settings)
+
+    def resign(address: str) -> None:
+        with transaction(factory, write=True) as session:
+            sign_letter(session, slug=slug, data=signature_in(email=address), settings=settings)
+
+    operations: list[Callable[[], None]] = []
+    for token in tokens:
+        operations += [partial(verify, token)] * VERIFIES_PER_TOKEN
+    for address in pending_addresses:
+        operations += [partial(resign, address)] * RESIGNS_PER_ADDRESS
+    for number in range(NEW_SIGNERS):
+        # Canonically one address, written SIGNS_PER_NEW_ADDRESS ways, signed at once.
+        variants = [
+            f"new.{number}@gmail.com",
+            f"NEW.{number}@gmail.com",
+            f"new.{number}+letters@gmail.com",
+            f"ne.w{number}@googlemail.com",
+        ]
+        operations += [partial(resign, variant) for variant in variants]
+    random.Random(7).shuffle(operations)
+
+    errors: list[BaseException] = []
+    errors_lock = threading.Lock()
+    start = threading.Barrier(THREADS)
+
+    def worker(share: list[Callable[[], None]]) -> None:
+        start.wait(timeout=60)
+        for operation in share:
+            try:
+                operation()
+            except BaseException as exc:  # every failure is reported
+                with errors_lock:
+                    errors.append(exc)
+
+    with ThreadPoolExecutor(max_workers=THREADS) as pool:
+        futures = [pool.submit(worker, operations[index::THREADS]) for index in range(THREADS)]
+        for future in futures:
+            future.result(timeout=300)
+    return Outcome(letter_id, pending_addresses, new_addresses, errors)
+
+
+def _check(factory: sessionmaker[Session], settings: Settings, outcome: Outcome) -> None:
+    assert outcome.errors == [], [repr(error) for error in outcome.errors[:5]]
+    with transaction(factory) as session:
+        tally = session.scalar(
+            select(LetterTally.verified_count).where(LetterTally.letter_id == outcome.letter_id)
+        )
+        verified = session.scalar(
+            select(func.count())
+            .select_from(Signature)
+            .where(
+                Signature.letter_id == outcome.letter_id,
+                Signature.status == SignatureStatus.VERIFIED,
+            )
+        )
+        assert tally == verified == PENDING_SIGNERS
+
+        per_hash = dict(
+            session.execute(
+                select(Signature.email_hash, func.count())
+                .where(Signature.letter_id == outcome.letter_id)
+                .group_by(Signature.email_hash)
+            ).all()
+        )
+        expected_hashes = {
+            email_hash(settings.secret, address)
+            for address in outcome.pending_addresses + outcome.new_addresses
+        }
+        assert set(per_hash) == expected_hashes
+        assert set(per_hash.values()) == {1}
+
+        new_rows = session.scalars(
+            select(Signature).where(
+                Signature.email_hash.in_(
+                    [email_hash(settings.secret, address) for address in outcome.new_addresses]
+                )
+            )
+        ).all()
+        assert {row.status for row in new_rows} == {SignatureStatus.PENDING}
+        assert {row.emails_sent for row in new_rows} == {SIGNS_PER_NEW_ADDRESS}
+
+        # No lost update: every email a signature counted is in the outbox, and back.
+        emails_per_signature = dict(
+            session.execute(
+                select(OutboxEmail.signature_id, func.count()).group_by(OutboxEmail.signature_id)
+            ).all()
+        )
+        for signature in session.scalars(
+            select(Signature).where(Signature.letter_id == outcome.letter_id)
+        ):
+            assert emails_per_signature[signature.id] == signature.emails_sent
+            if signature.email_hash not in {
+                email_hash(settings.secret, address) for address in outcome.new_addresses
+            }:
+                assert signature.emails_sent == 1 + RESIGNS_PER_ADDRESS
+
+
+@pytest.mark.postgres
+def test_concurrent_verify_and_sign_on_postgresql(postgres: Database, tmp_path: Path) -> None:
+    postgres.truncate()
+    settings = make_settings(tmp_path, postgres.url)
+    try:
+        outcome = _race(postgres.factory, settings)
+        _check(postgres.factory, settings, outcome)
+    finally:
+        postgres.truncate()  # the database is shared with the rolled-back tests
+
+
+@pytest.fixture
+def sqlite_file(tmp_path: Path, sqlite_template: Path) -> Iterator[Database]:
+    """A committed, migrated SQLite file of this test's own."""
+    path = tmp_path / "race.db"
+    shutil.copy(sqlite_template, path)
+    url = f"sqlite:///{path}"
+    engine = make_engine(url, pool_size=THREADS, max_overflow=0)
+    yield Database("sqlite", url, engine, make_sessionmaker(engine))
+    engine.dispose()
+
+
+def test_concurrent_verify_and_sign_on_sqlite(sqlite_file: Database, tmp_path: Path) -> None:
+    """Writers take the lock with BEGIN IMMEDIATE, so no thread sees 'database is locked'."""
+    settings = make_settings(tmp_path, sqlite_file.url)
+    outcome = _race(sqlite_file.factory, settings)
+    _check(sqlite_file.factory, settings, outcome)

@@ -1,0 +1,106 @@
+"""Helpers shared by the TestClient web tests: letters, the sign form, the dev mailbox."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from httpx2 import Response
+from itsdangerous import TimestampSigner, URLSafeTimedSerializer
+from sqlalchemy import func, select
+
+from app.config import Settings
+from app.letters.models import Letter
+from app.mail.backends import DevMailbox
+from app.mail.models import OutboxEmail
+from app.mail.worker import deliver_due
+from app.signatures.models import Signature
+from app.signatures.service import verify_signature
+from tests.factories import make_letter, sign, verify_token
+from tests.web.conftest import csrf_from
+
+VERIFY_LINK = re.compile(r"(https?://[^/\s\"'<>]+)/verify/([A-Za-z0-9_.\-]+)")
+TALLY = re.compile(r"data-live-count>([\d,]+)<")
+
+GOOD_FORM = {
+    "name": "Ada Lovelace",
+    "email": "ada@example.org",
+    "title": "Analyst",
+    "affiliation": "Analytical Engines Ltd",
+    "location": "London",
+    "comment": "Because it matters.",
+    "display": "public",
+}
+
+
+def add_letter(app: FastAPI, **overrides: Any) -> Letter:
+    with app.state.sessionmaker.begin() as session:
+        letter: Letter = make_letter(session, **overrides)
+    return letter
+
+
+def add_verified_signers(app: FastAPI, letter: Letter, *people: dict[str, Any]) -> None:
+    """Signs and verifies straight through the services (fast set-up)."""
+    settings: Settings = app.state.settings
+    with app.state.sessionmaker.begin() as session:
+        for person in people:
+            signature = sign(session, letter, settings, **person)
+            verify_signature(session, token=verify_token(settings, signature), settings=settings)
+
+
+def post_sign_form(client: TestClient, slug: str, **fields: Any) -> Response:
+    """GETs an open letter page (for the CSRF cookie and token), then POSTs its form."""
+    page = client.get(f"/letters/{slug}")
+    assert page.status_code == 200
+    data = {**GOOD_FORM, "csrf_token": csrf_from(page.text), **fields}
+    return client.post(f"/letters/{slug}/sign", data=data, follow_redirects=False)
+
+
+def deliver(app: FastAPI) -> int:
+    settings: Settings = app.state.settings
+    mailbox = DevMailbox(settings.data_dir / "dev-mail")
+    return deliver_due(app.state.sessionmaker, mailbox, settings=settings)
+
+
+def tally_on(html: str) -> int:
+    match = TALLY.search(html)
+    assert match, "no tally on the page"
+    return int(match.group(1).replace(",", ""))
+
+
+def count(app: FastAPI, model: type[Signature] | type[OutboxEmail]) -> int:
+    with app.state.sessionmaker() as session:
+        return int(session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+def signatures(app: FastAPI) -> list[Signature]:
+    with app.state.sessionmaker() as session:
+        return list(session.scalars(select(Signature).order_by(Signature.id)))
+
+
+def outbox(app: FastAPI) -> list[OutboxEmail]:
+    with app.state.sessionmaker() as session:
+        return list(session.scalars(select(OutboxEmail).order_by(OutboxEmail.id)))
+
+
+def pending_signature(app: FastAPI, letter: Letter, **overrides: Any) -> Signature:
+    settings: Settings = app.state.settings
+    with app.state.sessionmaker.begin() as session:
+        signature: Signature = sign(session, letter, settings, **overrides)
+        session.expunge(signature)
+    return signature
+
+
+def expired_token(settings: Settings, public_id: str) -> str:
+    """A correctly signed verify token, issued one day past the maximum age."""
+    age = settings.verify_max_age_seconds + 24 * 3600
+
+    class Past(TimestampSigner):
+        def get_timestamp(self) -> int:
+            return int(time.time()) - age
+
+    serializer = URLSafeTimedSerializer(settings.secret, salt="signature-verify", signer=Past)
+    return str(serializer.dumps(public_id))

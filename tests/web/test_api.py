@@ -1,0 +1,446 @@
+"""The JSON API, /api/v1: shapes exactly as in the SPEC, and JSON errors."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import update
+
+from app import tokens
+from app.config import Settings
+from app.db import utcnow
+from app.letters.models import Letter, LetterStatus
+from app.mail.models import OutboxEmail
+from app.signatures.models import Signature, SignatureStatus
+from tests.web.flows import (
+    GOOD_FORM,
+    add_letter,
+    add_verified_signers,
+    count,
+    expired_token,
+    outbox,
+    pending_signature,
+    signatures,
+)
+
+LETTER_KEYS = {"slug", "title", "summary", "status", "signature_count", "goal", "closes_at", "url"}
+DETAIL_KEYS = LETTER_KEYS | {"body_html", "addressed_to", "published_at"}
+SIGNER_KEYS = {"name", "title", "affiliation", "location", "verified_domain", "signed_on"}
+
+
+@pytest.fixture
+def letter(app: FastAPI) -> Letter:
+    return add_letter(
+        app,
+        slug="ice-out",
+        title="Cancel the contracts",
+        goal=100,
+        addressed_to="The CEO",
+        summary="Short.",
+    )
+
+
+def _is_error(response: Any, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    body: dict[str, Any] = response.json()
+    assert body["error"] == code
+    assert isinstance(body["detail"], str) and body["detail"]
+    return body
+
+
+def _signatures_url(slug: str) -> str:
+    return f"/api/v1/letters/{slug}/signatures"
+
+
+# --- letters ---
+
+
+def test_letters_list_has_exactly_the_spec_fields(
+    app: FastAPI, client: TestClient, letter: Letter
+) -> None:
+    closes = datetime(2031, 1, 2, 3, 4, 5, tzinfo=UTC)
+    other = add_letter(app, title="Other", goal=None, closes_at=closes)
+    add_letter(app, title="Draft", status=LetterStatus.DRAFT)
+    add_verified_signers(app, letter, {}, {})
+
+    response = client.get("/api/v1/letters")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {"items"}
+    assert [item["slug"] for item in body["items"]] == ["ice-out", other.slug]
+    first, second = body["items"]
+    assert set(first) == LETTER_KEYS
+    assert first == {
+        "slug": "ice-out",
+        "title": "Cancel the contracts",
+        "summary": "Short.",
+        "status": "open",
+        "signature_count": 2,
+        "goal": 100,
+        "closes_at": None,
+        "url": "http://testserver/letters/ice-out",
+    }
+    assert second["goal"] is None
+    assert datetime.fromisoformat(second["closes_at"]) == closes
+
+
+def test_letter_detail_adds_body_recipient_and_publication_date(
+    app: FastAPI, client: TestClient, letter: Letter
+) -> None:
+    response = client.get("/api/v1/letters/ice-out")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == DETAIL_KEYS
+    assert body["body_html"] == "<p>We ask for <strong>one thing</strong>.</p>\n"
+    assert body["addressed_to"] == "The CEO"
+    published = datetime.fromisoformat(body["published_at"])
+    assert abs(published - utcnow()) < timedelta(minutes=1)
+    assert body["signature_count"] == 0
+
+
+def test_unknown_or_draft_letters_are_json_404(app: FastAPI, client: TestClient) -> None:
+    draft = add_letter(app, status=LetterStatus.DRAFT)
+    for slug in ("nope", draft.slug):
+        _is_error(client.get(f"/api/v1/letters/{slug}"), 404, "letter_not_found")
+        _is_error(client.get(_signatures_url(slug)), 404, "letter_not_found")
+    assert draft.slug not in client.get("/api/v1/letters").text
+
+
+# --- signatures list ---
+
+
+def test_signatures_list_shape_and_anonymous_signers(
+    app: FastAPI, client: TestClient, letter: Letter
+) -> None:
+    add_verified_signers(
+        app,
+        letter,
+        {
+            "name": "Grace Hopper",
+            "title": "Rear Admiral",
+            "affiliation": "US Navy",
+            "location": "Arlington",
+        },
+        {
+            "name": "Hidden Person",
+            "title": "Secret",
+            "affiliation": "Hidden Org",
+            "location": "Hidden City",
+            "display": "anonymous",
+        },
+        {"name": "Bare Name", "title": "", "affiliation": "", "location": ""},
+    )
+
+    response = client.get(_signatures_url("ice-out"))
+
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {"items", "next_cursor"}
+    assert body["next_cursor"] is None
+    bare, anonymous, grace = body["items"]  # newest first
+    for item in body["items"]:
+        assert set(item) == SIGNER_KEYS
+        assert date.fromisoformat(item["signed_on"]) == utcnow().date()
+    assert grace == {
+        "name": "Grace Hopper",
+        "title": "Rear Admiral",
+        "affiliation": "US Navy",
+        "location": "Arlington",
+        "verified_domain": None,
+        "signed_on": grace["signed_on"],
+    }
+    assert anonymous == {**dict.fromkeys(SIGNER_KEYS), "signed_on": anonymous["signed_on"]}
+    assert bare["name"] == "Bare Name"
+    assert (bare["title"], bare["affiliation"], bare["location"]) == (None, None, None)
+    assert "Hidden" not in response.text
+
+
+def test_pending_signatures_are_not_listed(
+    app: FastAPI, client: TestClient, letter: Letter
+) -> None:
+    pending_signature(app, letter, name="Not Yet")
+    response = client.get(_signatures_url("ice-out"))
+    assert response.json() == {"items": [], "next_cursor": None}
+
+
+def test_signatures_cursor_walks_every_signer_once(
+    app: FastAPI, client: TestClient, letter: Letter
+) -> None:
+    names = [f"Signer {n}" for n in range(7)]
+    add_verified_signers(app, letter, *({"name": name} for name in names))
+
+    seen: list[str] = []
+    cursor: str | None = None
+    pages = 0
+    while True:
+        params: dict[str, Any] = {"limit": 3}
+        if cursor is not None:
+            params["cursor"] = cursor
+        body = client.get(_signatures_url("ice-out"), params=params).json()
+        seen += [item["name"] for item in body["items"]]
+        pages += 1
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+        assert isinstance(cursor, str) and cursor.isdigit()
+    assert pages == 3
+    assert seen == list(reversed(names))
+
+
+def test_signatures_search(app: FastAPI, client: TestClient, letter: Letter) -> None:
+    add_verified_signers(
+        app,
+        letter,
+        {"name": "Ada Lovelace", "affiliation": "Engines"},
+        {"name": "Alan Turing", "affiliation": "Bletchley"},
+        {"name": "Joan Clarke", "affiliation": "Bletchley"},
+    )
+    by_org = client.get(_signatures_url("ice-out"), params={"q": " bletchley "}).json()
+    assert sorted(item["name"] for item in by_org["items"]) == ["Alan Turing", "Joan Clarke"]
+    by_name = client.get(_signatures_url("ice-out"), params={"q": "LOVE"}).json()
+    assert [item["name"] for item in by_name["items"]] == ["Ada Lovelace"]
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"limit": 0}, "limit"),
+        ({"limit": 101}, "limit"),
+        ({"limit": -1}, "limit"),
+        ({"limit": "ten"}, "limit"),
+        ({"cursor": "abc"}, "cursor"),
+        ({"cursor": "-1"}, "cursor"),
+        ({"cursor": "1.5"}, "cursor"),
+        ({"cursor": ""}, "cursor"),
+        ({"cursor": "²"}, "cursor"),  # str.isdigit() says yes, int() says no
+        ({"cursor": "99999999999999999999"}, "cursor"),  # beyond a 64-bit id
+        ({"cursor": "1" * 21}, "cursor"),
+        ({"q": "x" * 101}, "q"),
+        ({"q": "a\x00b"}, "q"),  # PostgreSQL refuses NUL in text
+        ({"q": "a\nb"}, "q"),
+    ],
+)
+def test_bad_list_parameters_are_json_422(
+    client: TestClient, letter: Letter, params: dict[str, Any], field: str
+) -> None:
+    body = _is_error(client.get(_signatures_url("ice-out"), params=params), 422, "invalid_input")
+    assert field in body["fields"]
+
+
+def test_limit_bounds_are_inclusive(app: FastAPI, client: TestClient, letter: Letter) -> None:
+    add_verified_signers(app, letter, {}, {})
+    assert len(client.get(_signatures_url("ice-out"), params={"limit": 1}).json()["items"]) == 1
+    assert len(client.get(_signatures_url("ice-out"), params={"limit": 100}).json()["items"]) == 2
+
+
+# --- signing ---
+
+
+def test_signing_answers_202_pending_for_new_pending_and_verified_addresses(
+    app: FastAPI, app_settings: Settings, client: TestClient, letter: Letter
+) -> None:
+    url = _signatures_url("ice-out")
+    new = client.post(url, json=GOOD_FORM)
+    pending = client.post(url, json={**GOOD_FORM, "email": "Ada+x@EXAMPLE.org"})
+    [signature] = signatures(app)
+    token = tokens.issue(app_settings.secret, tokens.Purpose.SIGNATURE_VERIFY, signature.public_id)
+    assert client.post("/api/v1/signatures/verify", json={"token": token}).status_code == 200
+    verified = client.post(url, json={**GOOD_FORM, "display": "anonymous"})
+
+    for response in (new, pending, verified):
+        assert response.status_code == 202
+        assert response.json() == {"status": "pending"}
+    assert new.content == pending.content == verified.content
+    assert count(app, Signature) == 1
+    assert [email.kind for email in outbox(app)] == ["verify", "verify", "already_signed"]
+    assert signatures(app)[0].display.value == "public"
+
+
+def test_signing_stores_a_pending_signature_and_its_email(
+    app: FastAPI, client: TestClient, letter: Letter
+) -> None:
+    response = client.post(_signatures_url("ice-out"), json={**GOOD_FORM, "contact_ok": True})
+    assert response.status_code == 202
+    [signature] = signatures(app)
+    assert signature.status == SignatureStatus.PENDING
+    assert signature.contact_ok is True
+    assert signature.email_domain == "example.org"
+    [email] = outbox(app)
+    assert email.to_address == "ada@example.org"
+    assert re.search(r"http://testserver/verify/\S+", email.text_body)
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({k: v for k, v in GOOD_FORM.items() if k != "name"}, "name"),
+        ({**GOOD_FORM, "name": ""}, "name"),
+        ({**GOOD_FORM, "email": "not an email"}, "email"),
+        ({**GOOD_FORM, "email": None}, "email"),
+        ({**GOOD_FORM, "name": "x" * 121}, "name"),
+        ({**GOOD_FORM, "affiliation": "x" * 201}, "affiliation"),
+        ({**GOOD_FORM, "name": "Ada\u202eLovelace"}, "name"),
+        ({**GOOD_FORM, "title": "A\x00B"}, "title"),
+        ({**GOOD_FORM, "display": "everyone"}, "display"),
+        ({**GOOD_FORM, "name": 42}, "name"),
+        ({**GOOD_FORM, "contact_ok": "perhaps"}, "contact_ok"),
+    ],
+)
+def test_bad_signatures_are_json_422_with_field_errors_and_store_nothing(
+    app: FastAPI, client: TestClient, letter: Letter, body: dict[str, Any], field: str
+) -> None:
+    response = client.post(_signatures_url("ice-out"), json=body)
+
+    error = _is_error(response, 422, "invalid_input")
+    assert set(error["fields"]) == {field}
+    assert isinstance(error["fields"][field], str) and error["fields"][field]
+    assert count(app, Signature) == 0
+    assert count(app, OutboxEmail) == 0
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type"),
+    [
+        (b"{not json", "application/json"),
+        (b"[]", "application/json"),
+        (b'"just a string"', "application/json"),
+        (b"name=Ada&email=ada%40example.org", "application/x-www-form-urlencoded"),
+        (b"", "application/json"),
+    ],
+)
+def test_malformed_bodies_are_json_4xx_and_store_nothing(
+    app: FastAPI, client: TestClient, letter: Letter, content: bytes, content_type: str
+) -> None:
+    # A cross-site HTML form can only send form encodings: the API must refuse them.
+    response = client.post(
+        _signatures_url("ice-out"), content=content, headers={"content-type": content_type}
+    )
+    assert 400 <= response.status_code < 500
+    assert response.headers["content-type"] == "application/json"
+    assert set(response.json()) >= {"error", "detail"}
+    assert count(app, Signature) == 0
+
+
+def test_signing_an_unknown_letter_is_json_404(app: FastAPI, client: TestClient) -> None:
+    _is_error(client.post(_signatures_url("nope"), json=GOOD_FORM), 404, "letter_not_found")
+    assert count(app, Signature) == 0
+
+
+def test_signing_a_closed_letter_is_json_409(app: FastAPI, client: TestClient) -> None:
+    closed = add_letter(app, status=LetterStatus.CLOSED)
+    expired = add_letter(app, closes_at=utcnow() - timedelta(seconds=1))
+    for slug in (closed.slug, expired.slug):
+        _is_error(client.post(_signatures_url(slug), json=GOOD_FORM), 409, "letter_not_open")
+    assert count(app, Signature) == 0
+    assert count(app, OutboxEmail) == 0
+
+
+def test_a_huge_body_is_json_413(app: FastAPI, client: TestClient, letter: Letter) -> None:
+    response = client.post(
+        _signatures_url("ice-out"), json={**GOOD_FORM, "comment": "x" * (65 * 1024)}
+    )
+    assert _is_error(response, 413, "too_large")["detail"] == "What you sent is too large."
+    assert count(app, Signature) == 0
+
+
+def test_wrong_method_is_json_405(client: TestClient, letter: Letter) -> None:
+    body = _is_error(client.delete("/api/v1/letters/ice-out"), 405, "method_not_allowed")
+    assert body["detail"] == "This address does not accept that kind of request."
+    _is_error(client.get("/api/v1/signatures/verify"), 405, "method_not_allowed")
+
+
+# --- verifying ---
+
+
+def test_verify_counts_once(
+    app: FastAPI, app_settings: Settings, client: TestClient, letter: Letter
+) -> None:
+    signature = pending_signature(app, letter)
+    token = tokens.issue(app_settings.secret, tokens.Purpose.SIGNATURE_VERIFY, signature.public_id)
+
+    first = client.post("/api/v1/signatures/verify", json={"token": token})
+    second = client.post("/api/v1/signatures/verify", json={"token": token})
+
+    assert first.status_code == second.status_code == 200
+    assert first.json() == second.json() == {"status": "verified"}
+    assert client.get("/api/v1/letters/ice-out").json()["signature_count"] == 1
+    assert signatures(app)[0].status == SignatureStatus.VERIFIED
+
+
+def test_bad_tokens_are_json_400(
+    app: FastAPI, app_settings: Settings, client: TestClient, letter: Letter
+) -> None:
+    signature = pending_signature(app, letter)
+    good = tokens.issue(app_settings.secret, tokens.Purpose.SIGNATURE_VERIFY, signature.public_id)
+    bad = [
+        good[:-2] + ("xx" if not good.endswith("xx") else "yy"),
+        "garbage",
+        tokens.issue(app_settings.secret, tokens.Purpose.UNSUBSCRIBE, signature.public_id),
+        tokens.issue(app_settings.secret, tokens.Purpose.SIGNATURE_VERIFY, {"id": 1}),
+    ]
+    for token in bad:
+        _is_error(
+            client.post("/api/v1/signatures/verify", json={"token": token}), 400, "invalid_token"
+        )
+    expired = client.post(
+        "/api/v1/signatures/verify",
+        json={"token": expired_token(app_settings, signature.public_id)},
+    )
+    assert _is_error(expired, 400, "invalid_token")["expired"] is True
+    assert signatures(app)[0].status == SignatureStatus.PENDING
+    assert client.get("/api/v1/letters/ice-out").json()["signature_count"] == 0
+
+
+@pytest.mark.parametrize("body", [{}, {"token": ""}, {"token": "x" * 501}, {"token": 5}])
+def test_verify_without_a_usable_token_is_json_422(
+    client: TestClient, body: dict[str, Any]
+) -> None:
+    _is_error(client.post("/api/v1/signatures/verify", json=body), 422, "invalid_input")
+
+
+def test_verify_after_the_letter_closed_is_json_409(
+    app: FastAPI, app_settings: Settings, client: TestClient, letter: Letter
+) -> None:
+    signature = pending_signature(app, letter)
+    token = tokens.issue(app_settings.secret, tokens.Purpose.SIGNATURE_VERIFY, signature.public_id)
+    with app.state.sessionmaker.begin() as session:
+        session.execute(update(Letter).values(status=LetterStatus.CLOSED))
+    _is_error(
+        client.post("/api/v1/signatures/verify", json={"token": token}), 409, "letter_not_open"
+    )
+    assert signatures(app)[0].status == SignatureStatus.PENDING
+
+
+# --- documentation and health ---
+
+
+def test_openapi_documents_the_api(client: TestClient) -> None:
+    response = client.get("/api/v1/openapi.json")
+    assert response.status_code == 200
+    schema = response.json()
+    paths = schema["paths"]
+    assert set(paths["/api/v1/letters"]) == {"get"}
+    assert set(paths["/api/v1/letters/{slug}"]) == {"get"}
+    assert set(paths["/api/v1/letters/{slug}/signatures"]) == {"get", "post"}
+    assert set(paths["/api/v1/signatures/verify"]) == {"post"}
+    assert "202" in paths["/api/v1/letters/{slug}/signatures"]["post"]["responses"]
+    assert "/healthz" not in paths
+
+
+@pytest.mark.parametrize("path", ["/docs", "/redoc", "/docs/oauth2-redirect"])
+def test_no_swagger_or_redoc_they_would_load_a_cdn(client: TestClient, path: str) -> None:
+    assert client.get(path).status_code == 404
+
+
+def test_healthz(client: TestClient) -> None:
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json()["status"] == "ok"

@@ -1,0 +1,648 @@
+"""The server-rendered pages: reading, signing, confirming, and every way to get it wrong."""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import update
+
+from app import tokens
+from app.config import MailBackend, Settings
+from app.db import utcnow
+from app.letters.models import Letter, LetterStatus
+from app.mail.models import OutboxEmail
+from app.main import create_app
+from app.signatures.models import Signature, SignatureStatus
+from tests.conftest import make_settings
+from tests.web.conftest import csrf_from
+from tests.web.flows import (
+    GOOD_FORM,
+    VERIFY_LINK,
+    add_letter,
+    add_verified_signers,
+    count,
+    deliver,
+    expired_token,
+    outbox,
+    pending_signature,
+    post_sign_form,
+    signatures,
+    tally_on,
+)
+
+
+@pytest.fixture
+def letter(app: FastAPI) -> Letter:
+    return add_letter(app, slug="ice-out", title="Cancel the contracts", goal=100)
+
+
+def _mailbox_links(client: TestClient) -> list[str]:
+    page = client.get("/dev/mail")
+    assert page.status_code == 200
+    found = [token for _, token in VERIFY_LINK.findall(html.unescape(page.text))]
+    return [f"/verify/{token}" for token in dict.fromkeys(found)]  # href and text: once
+
+
+# --- reading ---
+
+
+def test_home_lists_published_letters_open_first_with_tallies(
+    app: FastAPI, client: TestClient
+) -> None:
+    closed = add_letter(app, title="An old closed letter")
+    small = add_letter(app, title="A quiet open letter")
+    big = add_letter(app, title="A popular open letter", goal=1000)
+    add_letter(app, title="A draft nobody may see", status=LetterStatus.DRAFT)
+    add_verified_signers(app, big, {}, {}, {})
+    add_verified_signers(app, closed, {})
+    with app.state.sessionmaker.begin() as session:
+        session.execute(
+            update(Letter).where(Letter.id == closed.id).values(status=LetterStatus.CLOSED)
+        )
+
+    page = client.get("/")
+
+    assert page.status_code == 200
+    assert "A draft nobody may see" not in page.text
+    positions = [page.text.index(letter.title) for letter in (big, small, closed)]
+    assert positions == sorted(positions), "open letters first, biggest tally first"
+    cards = re.findall(
+        r'<li class="card">(.*?)</li>\s*(?=<li class="card">|</ul>)', page.text, re.S
+    )
+    assert [tally_on(card) for card in cards] == [3, 0, 1]
+    assert f'href="/letters/{big.slug}"' in page.text
+    assert "Goal: 1,000" in cards[0]
+    assert "Closed" in cards[2] and "Closed" not in cards[0]
+
+
+def test_home_without_letters_says_so(client: TestClient) -> None:
+    page = client.get("/")
+    assert page.status_code == 200
+    assert "There are no published letters yet." in page.text
+
+
+def test_letter_page_shows_title_tally_progress_and_sign_form(
+    app: FastAPI, client: TestClient, letter: Letter
+) -> None:
+    add_verified_signers(app, letter, {"name": "Grace Hopper"}, {"name": "Alan Turing"})
+
+    page = client.get(f"/letters/{letter.slug}")
+
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert "<h1>Cancel the contracts</h1>" in page.text
+    assert "<strong>one thing</strong>" in page.text  # the Markdown body, rendered
+    assert tally_on(page.text) == 2
+    assert re.search(r'<progress max="100" value="2"', page.text)
+    assert "Goal: 100" in page.text
+    assert re.search(f'<form method="post" action="/letters/{letter.slug}/sign[#"]', page.text)
+    token = csrf_from(page.text)
+    assert client.cookies.get("csrf") == token
+    for field in ("name", "email", "title", "affiliation", "location", "comment"):
+        assert f'name="{field}"' in page.text
+    assert "Grace Hopper" in page.text and "Alan Turing" in page.text
+
+
+def test_progress_never_overshoots_the_goal(app: FastAPI, client: TestClient) -> None:
+    letter = add_letter(app, goal=1)
+    add_verified_signers(app, letter, {}, {})
+    page = client.get(f"/letters/{letter.slug}")
+    assert tally_on(page.text) == 2
+    assert '<progress max="1" value="1"' in page.text
+
+
+def test_closed_letter_shows_no_form(app: FastAPI, client: TestClient) -> None:
+    letter = add_letter(app, status=LetterStatus.CLOSED)
+    page = client.get(f"/letters/{letter.slug}")
+    assert page.status_code == 200
+    assert "This letter is closed" in page.text
+    assert '<form method="post"' not in page.text
+    assert 'name="csrf_token"' not in page.text
+
+
+# --- signing and confirming ---
+
+
+def test_signing_redirects_to_check_email_and_stores_one_pending_signature_and_email(
+    app: FastAPI, client: TestClient, letter: Letter
+) -> None:
+    response = post_sign_form(client, letter.slug)
+
+    assert response.status_code == 303
+    assert response.headers["location"] == f"/letters/{letter.slug}/check-email"
+    [signature] = signatures(app)
+    assert signature.status == SignatureStatus.PENDING
+    assert (signature.name, signature.affiliation) == ("Ada Lovelace", "Analytical Engines Ltd")
+    [email] = outbox(app)
+    assert (email.kind, email.to_address, email.signature_id) == (
+        "verify",
+        "ada@example.org",
+        signature.id,
+    )
+
+    page = client.get(response.headers["location"])
+    assert page.status_code == 200
+    assert "Check your email" in page.text
+    assert "Cancel the contracts" in page.text
+
+
+def test_the_answer_is_identical_for_new_pending_and_verified_addresses(
+    app: FastAPI, client: TestClient, letter: Letter
+) -> None:
+    new = post_sign_form(client, letter.slug)
+    pending = post_sign_form(client, letter.slug, email="ADA+letters@Example.org")
+    deliver(app)
+    client.post(_mailbox_links(client)[0], data={"csrf_token": client.cookies["csrf"]})
+    assert signatures(app)[0].status == SignatureStatus.VERIFIED
+    verified = post_sign_form(client, letter.slug, name="Someone Else")
+
+    answers = [
+        (r.status_code, r.headers.get("location"), r.content) for r in (new, pending, verified)
+    ]
+    assert answers[0] == answers[1] == answers[2]
+    assert answers[0][:2] == (303, f"/letters/{letter.slug}/check-email")
+    assert count(app, Signature) == 1
+    # What differs goes by email to the address's owner only.
+    assert [email.kind for email in outbox(app)] == ["verify", "verify", "already_signed"]
+    assert signatures(app)[0].name == "Ada Lovelace"  # a verified signature is not rewritten
+
+
+def test_full_loop_through_the_dev_mailbox(
+    app: FastAPI, client: TestClient, letter: Letter
+) -> None:
+    post_sign_form(client, letter.slug, name="Katherine Johnson", affiliation="NASA")
+    assert deliver(app) == 1
+
+    mailbox = client.get("/dev/mail")
+    assert "Confirm your signature: Cancel the contracts" in mailbox.text
+    [link] = _mailbox_links(client)
+
+    confirm = client.get(link)
+    assert confirm.status_code == 200
+    assert "Confirm my signature" in confirm.text
+    assert "Katherine Johnson" in confirm.text
+    assert f'action="{link}"' in confirm.text
+    # Looking at the link (as a mail scanner does) changes nothing.
+    client.get(link)
+    assert signatures(app)[0].status == SignatureStatus.PENDING
+    assert tally_on(client.get(f"/letters/{letter.slug}").text) == 0
+
+    done = client.post(link, data={"csrf_token": csrf_from(confirm.text)}, follow_redirects=False)
+
+    assert done.status_code == 303
+    assert done.headers["location"] == f"/letters/{letter.slug}?signed=1#thanks"
+    thanks = client.get(done.headers["location"])
+    assert tally_on(thanks.text) == 1
+    assert "Your signature is confirmed" in thanks.text
+    assert "Katherine Johnson" in thanks.text
+    signers = client.get(f"/letters/{letter.slug}/signers")
+    assert "Katherine Johnson" in signers.text and "NASA" in signers.text
+    [signature] = signatures(app)
+    assert signature.status == SignatureStatus.VERIFIED
+    assert signature.email is None  # forgotten: contact_ok was not ticked
+
+    # Confirming twice is harmless; the link now says it is done.
+    again = client.post(link, data={"csrf_token": client.cookies["csrf"]}, follow_redirects=False)
+    assert again.status_code == 303
+    assert tally_on(client.get(f"/letters/{letter.slug}").text) == 1
+    assert "already confirmed" in client.get(link).text
+
+
+def test_contact_ok_keeps_the_address_after_verification(
+    app: FastAPI, client: TestClient, letter: Letter
+) -> None:
+    post_sign_form(client, letter.slug, contact_ok="yes")
+    deliver(app)
+    client.post(_mailbox_links(client)[0], data={"csrf_token": client.cookies["csrf"]})
+    [signature] = signatures(app)
+    assert signature.status == SignatureStatus.VERIFIED
+    assert signature.email == "ada@example.org"
+
+
+def test_an_anonymous_signer_is_counted_but_never_shown(
+    app: FastAPI, client: TestClient, letter: Letter
+) -> None:
+    secret = {
+        "name": "Zelda Secretname",
+        "title": "Undercover Analyst",
+        "affiliation": "Hidden Agency Inc",
+        "location": "Secretville",
+        "comment": "Private reasons",
+    }
+    post_sign_form(client, letter.slug, display="anonymous", **secret)
+    deliver(app)
+    client.post(_mailbox_links(client)[0], data={"csrf_token": client.cookies["csrf"]})
+    assert signatures(app)[0].status == SignatureStatus.VERIFIED
+
+    pages = {
+        "letter": client.get(f"/letters/{letter.slug}?signed=1"),
+        "signers": client.get(f"/letters/{letter.slug}/signers"),
+        "search": client.get(f"/letters/{letter.slug}/signers", params={"q": "Zelda"}),
+        "home": client.get("/"),
+        "api letters": client.get("/api/v1/letters"),
+        "api letter": client.get(f"/api/v1/letters/{letter.slug}"),
+        "api signers": client.get(f"/api/v1/letters/{letter.slug}/signatures"),
+        "api search": client.get(
+            f"/api/v1/letters/{letter.slug}/signatures", params={"q": "Hidden"}
+        ),
+    }
+    for where, response in pages.items():
+        assert response.status_code == 200, where
+        for value in secret.values():
+            assert value not in response.text, f"{value!r} leaked on {where}"
+    assert tally_on(pages["letter"].text) == 1
+    assert "<em>Anonymous</em>" in pages["signers"].text
+    assert "No public signer matches" in pages["search"].text
+    [item] = pages["api signers"].json()["items"]
+    assert item["name"] is None
+    assert pages["api search"].json()["items"] == []
+
+
+def test_signers_list_searches_and_pages_by_keyset(
+    app: FastAPI, client: TestClient, letter: Letter
+) -> None:
+    people = [{"name": f"Person {n:02d}", "affiliation": "Plain Org"} for n in range(54)]
+    people.insert(20, {"name": "Needle Haystack", "affiliation": "Plain Org"})
+    people.insert(30, {"name": "Someone Else", "affiliation": "Needleworks"})
+    add_verified_signers(app, letter, *people)
+    row = re.compile(r"<tr>\s*<td>(.*?)</td>", re.S)
+
+    first = client.get(f"/letters/{letter.slug}/signers")
+    assert first.status_code == 200
+    assert "56 verified signatures." in first.text
+    first_names = row.findall(first.text)
+    assert len(first_names) == 50
+    assert first_names[0] == "Person 53"  # newest first
+    older = re.search(r'href="([^"]*after=(\d+))" rel="next"', first.text)
+    assert older, "no link to older signers"
+
+    second = client.get(html.unescape(older.group(1)))
+    second_names = row.findall(second.text)
+    assert len(second_names) == 6
+    assert 'rel="next"' not in second.text
+    assert set(first_names).isdisjoint(second_names)
+    assert sorted(first_names + second_names) == sorted(p["name"] for p in people)
+
+    found = client.get(f"/letters/{letter.slug}/signers", params={"q": "needle"})
+    assert sorted(row.findall(found.text)) == ["Needle Haystack", "Someone Else"]
+    # LIKE wildcards are matched literally.
+    assert row.findall(client.get(f"/letters/{letter.slug}/signers?q=%25").text) == []
+    assert row.findall(client.get(f"/letters/{letter.slug}/signers?q=_").text) == []
+
+
+# --- bad links ---
+
+
+@pytest.fixture
+def bad_tokens(app: FastAPI, app_settings: Settings, letter: Letter) -> Iterator[dict[str, str]]:
+    signature = pending_signature(app, letter)
+    good = tokens.issue(app_settings.secret, tokens.Purpose.SIGNATURE_VERIFY, signature.public_id)
+    yield {
+        "tampered": good[:-3] + ("aaa" if not good.endswith("aaa") else "bbb"),
+        "garbage": "not-a-token",
+        "truncated": good[: len(good) // 2],
+        "other purpose": tokens.issue(
+            app_settings.secret, tokens.Purpose.SIGNATURE_MANAGE, signature.public_id
+        ),
+        "other key": tokens.issue(
+            "another-key", tokens.Purpose.SIGNATURE_VERIFY, signature.public_id
+        ),
+        "expired": expired_token(app_settings, signature.public_id),
+        "unknown signature": tokens.issue(
+            app_settings.secret, tokens.Purpose.SIGNATURE_VERIFY, "no-such-signature"
+        ),
+    }
+
+
+def test_bad_or_expired_links_get_a_page_that_explains_how_to_get_a_new_one(
+    app: FastAPI, client: TestClient, letter: Letter, bad_tokens: dict[str, str]
+) -> None:
+    csrf = csrf_from(client.get(f"/letters/{letter.slug}").text)
+    for kind, token in bad_tokens.items():
+        for response in (
+            client.get(f"/verify/{token}"),
+            client.post(f"/verify/{token}", data={"csrf_token": csrf}, follow_redirects=False),
+        ):
+            assert response.status_code == 400, kind
+            assert response.headers["content-type"].startswith("text/html"), kind
+            assert "Confirm my signature" not in response.text, kind
+            assert "go back to the letter and sign again" in response.text, kind
+            expired = "This link has expired" in response.text
+            assert expired == (kind == "expired"), kind
+    assert signatures(app)[0].status == SignatureStatus.PENDING
+    assert tally_on(client.get(f"/letters/{letter.slug}").text) == 0
+
+
+def test_confirming_after_the_letter_closed_is_refused(
+    app: FastAPI, client: TestClient, letter: Letter
+) -> None:
+    post_sign_form(client, letter.slug)
+    deliver(app)
+    [link] = _mailbox_links(client)
+    with app.state.sessionmaker.begin() as session:
+        session.execute(update(Letter).values(status=LetterStatus.CLOSED))
+
+    response = client.post(link, data={"csrf_token": client.cookies["csrf"]})
+
+    assert response.status_code == 409
+    assert "closed before your signature was confirmed" in response.text
+    assert signatures(app)[0].status == SignatureStatus.PENDING
+
+
+def test_dev_mailbox_is_absent_with_the_smtp_backend(
+    tmp_path: Path, app_settings: Settings
+) -> None:
+    settings = make_settings(tmp_path, app_settings.database_url, mail_backend=MailBackend.SMTP)
+    with TestClient(create_app(settings)) as client:
+        response = client.get("/dev/mail")
+    assert response.status_code == 404
+    assert "Page not found" in response.text
+
+
+# --- bad input: a clear answer, never a 500, nothing stored ---
+
+BAD_FIELDS = [
+    pytest.param({"name": ""}, "name", "This field is required.", id="missing-name"),
+    pytest.param({"name": "   "}, "name", "This field is required.", id="blank-name"),
+    pytest.param({"email": ""}, "email", "This field is required.", id="missing-email"),
+    pytest.param(
+        {"email": "ada-at-example.org"},
+        "email",
+        "Enter an email address like name@example.org.",
+        id="invalid-email",
+    ),
+    pytest.param(
+        {"email": "ada@"},
+        "email",
+        "Enter an email address like name@example.org.",
+        id="email-without-domain",
+    ),
+    pytest.param({"name": "N" * 121}, "name", "Use at most 120 characters.", id="long-name"),
+    pytest.param(
+        {"email": "a" * 250 + "@example.org"},
+        "email",
+        "Use at most 254 characters.",
+        id="long-email",
+    ),
+    pytest.param({"title": "T" * 121}, "title", "Use at most 120 characters.", id="long-title"),
+    pytest.param(
+        {"affiliation": "A" * 201},
+        "affiliation",
+        "Use at most 200 characters.",
+        id="long-affiliation",
+    ),
+    pytest.param(
+        {"location": "L" * 121}, "location", "Use at most 120 characters.", id="long-location"
+    ),
+    pytest.param(
+        {"comment": "C" * 1001}, "comment", "Use at most 1000 characters.", id="long-comment"
+    ),
+    pytest.param(
+        {"name": "Ada\u202eecalevoL"},
+        "name",
+        "Remove invisible or control characters.",
+        id="bidi-override",
+    ),
+    pytest.param(
+        {"name": "Ada \u2067Lovelace"},
+        "name",
+        "Remove invisible or control characters.",
+        id="bidi-isolate",
+    ),
+    pytest.param(
+        {"name": "Ada\x00Lovelace"},
+        "name",
+        "Remove invisible or control characters.",
+        id="nul-in-name",
+    ),
+    pytest.param(
+        {"name": "Ada\x1b[31m"},
+        "name",
+        "Remove invisible or control characters.",
+        id="escape-in-name",
+    ),
+    pytest.param(
+        {"affiliation": "Evil\u202eCorp"},
+        "affiliation",
+        "Remove invisible or control characters.",
+        id="bidi-in-affiliation",
+    ),
+    pytest.param(
+        {"location": "Two\nlines"},
+        "location",
+        "Remove invisible or control characters.",
+        id="newline-in-location",
+    ),
+    pytest.param(
+        {"comment": "Bad\x07bell"},
+        "comment",
+        "Remove invisible or control characters.",
+        id="bell-in-comment",
+    ),
+    pytest.param(
+        {"display": "everyone"}, "display", "Choose one of the options.", id="unknown-display"
+    ),
+]
+
+
+@pytest.mark.parametrize(("fields", "field", "message"), BAD_FIELDS)
+def test_bad_input_re_renders_the_form_with_errors_and_stores_nothing(
+    app: FastAPI,
+    client: TestClient,
+    letter: Letter,
+    fields: dict[str, str],
+    field: str,
+    message: str,
+) -> None:
+    response = post_sign_form(client, letter.slug, **fields)
+
+    assert response.status_code == 422
+    assert response.headers["content-type"].startswith("text/html")
+    assert "Please correct the fields marked below." in response.text
+    if field == "display":
+        assert f'<p class="error">{message}</p>' in response.text
+    else:
+        assert f'<p class="error" id="f-{field}-error">{message}</p>' in response.text
+    if field != "display":
+        assert f'id="f-{field}" name="{field}"' in response.text
+        assert 'aria-invalid="true"' in response.text
+    assert response.text.count('class="error"') == 1, "only the bad field is marked"
+    # What was typed is kept, so nobody retypes the whole form.
+    kept = {**GOOD_FORM, **fields}
+    for name in ("name", "email", "title", "affiliation", "location"):
+        assert (
+            f'name="{name}" type="{"email" if name == "email" else "text"}" '
+            f'value="{html.escape(kept[name])}"' in response.text
+        ), name
+    assert f">{html.escape(kept['comment'])}</textarea>" in response.text
+    assert csrf_from(response.text) == client.cookies["csrf"]
+    assert count(app, Signature) == 0
+    assert count(app, OutboxEmail) == 0
+
+
+def test_anonymous_choice_is_kept_when_the_form_comes_back(
+    app: FastAPI, client: TestClient, letter: Letter
+) -> None:
+    response = post_sign_form(client, letter.slug, name="", display="anonymous", contact_ok="yes")
+    assert response.status_code == 422
+    assert re.search(r'value="anonymous"\s+checked', response.text)
+    assert re.search(r'name="contact_ok" value="yes"\s+checked', response.text)
+
+
+def test_several_bad_fields_are_all_reported(
+    app: FastAPI, client: TestClient, letter: Letter
+) -> None:
+    response = post_sign_form(client, letter.slug, name="", email="nope", title="x" * 500)
+    assert response.status_code == 422
+    for field in ("name", "email", "title"):
+        assert f'id="f-{field}-error"' in response.text
+    assert count(app, Signature) == 0
+
+
+def test_unknown_letters_are_404_pages(app: FastAPI, client: TestClient, letter: Letter) -> None:
+    draft = add_letter(app, status=LetterStatus.DRAFT)
+    csrf = csrf_from(client.get(f"/letters/{letter.slug}").text)
+    for slug in ("no-such-letter", draft.slug):
+        for response in (
+            client.get(f"/letters/{slug}"),
+            client.get(f"/letters/{slug}/signers"),
+            client.get(f"/letters/{slug}/check-email"),
+            client.post(f"/letters/{slug}/sign", data={**GOOD_FORM, "csrf_token": csrf}),
+        ):
+            assert response.status_code == 404, response.url
+            assert response.headers["content-type"].startswith("text/html")
+            assert "Page not found" in response.text
+    assert count(app, Signature) == 0
+    assert count(app, OutboxEmail) == 0
+
+
+@pytest.mark.parametrize("how", ["status", "closes_at"])
+def test_signing_a_closed_letter_is_409_and_stores_nothing(
+    app: FastAPI, client: TestClient, letter: Letter, how: str
+) -> None:
+    csrf = csrf_from(client.get(f"/letters/{letter.slug}").text)
+    with app.state.sessionmaker.begin() as session:
+        if how == "status":
+            session.execute(update(Letter).values(status=LetterStatus.CLOSED))
+        else:
+            session.execute(update(Letter).values(closes_at=utcnow() - timedelta(minutes=1)))
+
+    response = client.post(
+        f"/letters/{letter.slug}/sign",
+        data={**GOOD_FORM, "csrf_token": csrf},
+        follow_redirects=False,
+    )
+
+    assert response.status_code == 409
+    assert response.headers["content-type"].startswith("text/html")
+    assert "not open for signatures" in response.text
+    assert count(app, Signature) == 0
+    assert count(app, OutboxEmail) == 0
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("DELETE", "/letters/ice-out", "GET"),
+        ("PUT", "/letters/ice-out", "GET"),
+        ("GET", "/letters/ice-out/sign", "POST"),
+        ("DELETE", "/verify/some-token", "GET"),
+        ("POST", "/", "GET"),
+    ],
+)
+def test_wrong_method_is_a_405_page(
+    client: TestClient, letter: Letter, method: str, path: str, allowed: str
+) -> None:
+    response = client.request(method, path)
+    assert response.status_code == 405
+    assert response.headers["content-type"].startswith("text/html")
+    assert "That did not work" in response.text
+    assert "This address does not accept that kind of request." in response.text
+    assert allowed in response.headers["allow"]
+
+
+def test_a_huge_form_is_refused_with_413_and_stores_nothing(
+    app: FastAPI, client: TestClient, letter: Letter
+) -> None:
+    response = post_sign_form(client, letter.slug, comment="x" * (65 * 1024))
+    assert response.status_code == 413
+    assert response.headers["content-type"].startswith("text/html")
+    assert "What you sent is too large." in response.text
+    assert count(app, Signature) == 0
+
+
+def test_a_huge_chunked_form_is_refused_too(
+    app: FastAPI, client: TestClient, letter: Letter
+) -> None:
+    csrf = csrf_from(client.get(f"/letters/{letter.slug}").text)
+
+    def chunks() -> Iterator[bytes]:
+        yield f"csrf_token={csrf}&name=Ada&email=ada%40example.org&comment=".encode()
+        for _ in range(70):
+            yield b"x" * 1024
+
+    response = client.post(
+        f"/letters/{letter.slug}/sign",
+        content=chunks(),
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert response.request.headers.get("transfer-encoding") == "chunked"
+    assert response.status_code == 413
+    assert count(app, Signature) == 0
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["after=0", "after=-5", "after=abc", "after=99999999999999999999", "q=" + "x" * 101, "q=a%00b"],
+)
+def test_bad_signer_list_parameters_are_422_pages(
+    client: TestClient, letter: Letter, query: str
+) -> None:
+    response = client.get(f"/letters/{letter.slug}/signers?{query}")
+    assert response.status_code == 422
+    assert response.headers["content-type"].startswith("text/html")
+    assert "<!doctype html>" in response.text
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (
+            b"name=Ada&email=ada%40example.org&csrf_token=%ff%fe",
+            "application/x-www-form-urlencoded",
+        ),
+        (b'{"name": "Ada"}', "application/json"),
+        (b"\xff\xfe\x00garbage", "application/x-www-form-urlencoded"),
+        (b"--x\r\nbroken multipart", "multipart/form-data; boundary=x"),
+        (b"", "text/plain"),
+    ],
+)
+def test_odd_sign_requests_never_500_and_store_nothing(
+    app: FastAPI, client: TestClient, letter: Letter, body: bytes, content_type: str
+) -> None:
+    client.get(f"/letters/{letter.slug}")  # has the CSRF cookie; the body has no token
+    response = client.post(
+        f"/letters/{letter.slug}/sign", content=body, headers={"content-type": content_type}
+    )
+    assert 400 <= response.status_code < 500
+    assert response.headers["content-type"].startswith("text/html")
+    assert count(app, Signature) == 0
+
+
+def test_errors_are_html_pages_outside_the_api_and_json_inside(client: TestClient) -> None:
+    page = client.get("/no/such/page")
+    assert page.status_code == 404
+    assert page.headers["content-type"].startswith("text/html")
+    assert "Page not found" in page.text
+
+    api = client.get("/api/v1/no/such/thing")
+    assert api.status_code == 404
+    assert api.headers["content-type"] == "application/json"
+    assert api.json() == {"error": "not_found", "detail": "There is nothing at this address."}

@@ -1,0 +1,398 @@
+"""Headers, CSRF, no third-party requests, and links that ignore the Host header."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from email import policy
+from email.parser import BytesParser
+from http.cookies import SimpleCookie
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from fastapi import FastAPI, Request
+from fastapi.testclient import TestClient
+from httpx2 import Response
+
+from app import tokens
+from app.config import PROJECT_ROOT, STATIC_DIR, TEMPLATES_DIR, Settings
+from app.letters.models import Letter
+from app.mail.models import OutboxEmail
+from app.main import create_app
+from app.signatures.models import Signature, SignatureStatus
+from tests.conftest import make_settings
+from tests.web.conftest import csrf_from
+from tests.web.flows import (
+    GOOD_FORM,
+    VERIFY_LINK,
+    add_letter,
+    add_verified_signers,
+    count,
+    deliver,
+    outbox,
+    pending_signature,
+    post_sign_form,
+    signatures,
+)
+
+URL_ATTRIBUTE = re.compile(
+    r"""\b(src|href|action|srcset|poster|data|formaction|content)\s*=\s*["']([^"']*)["']""", re.I
+)
+
+
+@pytest.fixture
+def letter(app: FastAPI) -> Letter:
+    letter = add_letter(app, slug="ice-out", title="Cancel the contracts", goal=10)
+    add_verified_signers(app, letter, {"name": "Grace Hopper"}, {"display": "anonymous"})
+    return letter
+
+
+@pytest.fixture
+def verify_path(app: FastAPI, app_settings: Settings, letter: Letter) -> str:
+    signature = pending_signature(app, letter, name="Pending Person")
+    token = tokens.issue(app_settings.secret, tokens.Purpose.SIGNATURE_VERIFY, signature.public_id)
+    return f"/verify/{token}"
+
+
+def _html_responses(
+    app: FastAPI, client: TestClient, letter: Letter, verify_path: str
+) -> Iterator[tuple[str, Response]]:
+    """One response of every kind of HTML page the app renders."""
+    slug = letter.slug
+    page = client.get(f"/letters/{slug}")
+    csrf = csrf_from(page.text)
+    post_sign_form(client, slug, email="someone@example.org")
+    deliver(app)
+
+    @app.get("/test-only-crash")
+    def crash() -> None:
+        raise RuntimeError("a bug")
+
+    crashing = TestClient(app, raise_server_exceptions=False)
+    yield "home", client.get("/")
+    yield "letter", page
+    yield "thanks", client.get(f"/letters/{slug}?signed=1")
+    yield "signers", client.get(f"/letters/{slug}/signers")
+    yield "search", client.get(f"/letters/{slug}/signers?q=grace")
+    yield "check email", client.get(f"/letters/{slug}/check-email")
+    yield "confirm", client.get(verify_path)
+    yield "dev mail", client.get("/dev/mail")
+    yield "bad link", client.get("/verify/nonsense")
+    yield "form errors", client.post(f"/letters/{slug}/sign", data={"csrf_token": csrf})
+    yield "csrf", client.post(f"/letters/{slug}/sign", data={**GOOD_FORM})
+    yield "not found", client.get("/letters/nope")
+    yield "method", client.delete(f"/letters/{slug}")
+    yield (
+        "too large",
+        client.post(
+            f"/letters/{slug}/sign",
+            content=b"x" * 70_000,
+            headers={"content-type": "application/x-www-form-urlencoded"},
+        ),
+    )
+    yield "server error", crashing.get("/test-only-crash")
+
+
+@pytest.fixture
+def html_pages(
+    app: FastAPI, client: TestClient, letter: Letter, verify_path: str
+) -> dict[str, Response]:
+    pages = dict(_html_responses(app, client, letter, verify_path))
+    expected = {
+        "form errors": 422,
+        "csrf": 403,
+        "not found": 404,
+        "method": 405,
+        "too large": 413,
+        "server error": 500,
+        "bad link": 400,
+    }
+    for name, response in pages.items():
+        assert response.status_code == expected.get(name, 200), name
+        assert response.headers["content-type"].startswith("text/html"), name
+    return pages
+
+
+def _csp(response: Response) -> dict[str, list[str]]:
+    directives = {}
+    for part in response.headers["content-security-policy"].split(";"):
+        name, *values = part.split()
+        directives[name] = values
+    return directives
+
+
+# --- headers ---
+
+
+def test_every_html_response_carries_the_security_headers(html_pages: dict[str, Response]) -> None:
+    for name, response in html_pages.items():
+        csp = _csp(response)
+        assert csp["default-src"] == ["'self'"], name
+        assert csp["frame-ancestors"] == ["'none'"], name
+        everything = " ".join(value for values in csp.values() for value in values)
+        for loose in ("'unsafe-inline'", "'unsafe-eval'", "*", "http:", "https:", "data:  "):
+            assert loose not in everything.split(), (name, loose)
+        assert response.headers["x-content-type-options"] == "nosniff", name
+        assert response.headers["x-frame-options"] == "DENY", name
+        assert response.headers["referrer-policy"] == "no-referrer", name
+
+
+def test_json_responses_carry_them_too(client: TestClient, letter: Letter) -> None:
+    for response in (
+        client.get("/api/v1/letters"),
+        client.get("/api/v1/letters/nope"),
+        client.get("/healthz"),
+    ):
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert "default-src 'self'" in response.headers["content-security-policy"]
+
+
+def test_pages_need_nothing_the_policy_forbids(html_pages: dict[str, Response]) -> None:
+    """No inline script, inline style or event handler: the CSP would block them."""
+    for name, response in html_pages.items():
+        for script in re.findall(r"<script\b[^>]*>", response.text, re.I):
+            assert re.search(r'\bsrc="/static/', script), (name, script)
+        assert not re.search(r"<script\b[^>]*>\s*[^<\s]", response.text), name
+        assert not re.search(r"<style\b", response.text, re.I), name
+        assert not re.search(r"\sstyle\s*=", response.text, re.I), name
+        assert not re.search(r"\son[a-z]+\s*=", response.text, re.I), name
+
+
+def test_token_pages_do_not_leak_the_token_by_referrer(
+    client: TestClient, verify_path: str
+) -> None:
+    response = client.get(verify_path)
+    assert response.headers["referrer-policy"] == "no-referrer"
+    assert '<meta name="referrer" content="no-referrer">' in response.text
+
+
+def test_static_files_carry_nosniff(client: TestClient) -> None:
+    response = client.get("/static/style.css")
+    assert response.status_code == 200
+    assert response.headers["x-content-type-options"] == "nosniff"
+
+
+# --- CSRF ---
+
+
+def _csrf_cookie(response: Response) -> SimpleCookie:
+    cookies = SimpleCookie()
+    for header in response.headers.get_list("set-cookie"):
+        cookies.load(header)
+    return cookies
+
+
+def test_the_csrf_cookie_is_httponly_and_samesite_lax(client: TestClient, letter: Letter) -> None:
+    response = client.get(f"/letters/{letter.slug}")
+    [raw] = response.headers.get_list("set-cookie")
+    morsel = _csrf_cookie(response)["csrf"]
+    assert morsel.value == csrf_from(response.text)
+    assert morsel["httponly"] is True
+    assert morsel["samesite"] == "Lax"
+    assert morsel["path"] == "/"
+    assert not morsel["domain"]
+    assert "secure" not in raw.lower()  # http base URL: a Secure cookie would never come back
+
+    again = client.get(f"/letters/{letter.slug}")
+    assert "set-cookie" not in again.headers  # a known cookie is reused, not rotated
+    assert csrf_from(again.text) == morsel.value
+
+
+def test_under_https_the_cookie_is_host_prefixed_and_secure(
+    tmp_path: Path, app_settings: Settings
+) -> None:
+    settings = make_settings(tmp_path, app_settings.database_url, base_url="https://letters.test")
+    app = create_app(settings)
+    letter = add_letter(app)
+    with TestClient(app, base_url="https://letters.test") as client:
+        response = client.get(f"/letters/{letter.slug}")
+        morsel = _csrf_cookie(response)["__Host-csrf"]
+        assert morsel["secure"] is True and morsel["httponly"] is True
+        assert morsel["samesite"] == "Lax" and morsel["path"] == "/" and not morsel["domain"]
+        assert "max-age=" in response.headers["strict-transport-security"]
+        signed = client.post(
+            f"/letters/{letter.slug}/sign",
+            data={**GOOD_FORM, "csrf_token": morsel.value},
+            follow_redirects=False,
+        )
+        assert signed.status_code == 303
+
+
+def test_pages_without_a_form_set_no_cookie(client: TestClient, letter: Letter) -> None:
+    for path in ("/", f"/letters/{letter.slug}/signers", "/api/v1/letters", "/healthz"):
+        assert "set-cookie" not in client.get(path).headers, path
+
+
+@pytest.fixture
+def forged_sign_posts(client: TestClient, letter: Letter) -> dict[str, Callable[[], Response]]:
+    url = f"/letters/{letter.slug}/sign"
+    page = client.get(f"/letters/{letter.slug}")
+    token = csrf_from(page.text)
+    other = TestClient(client.app)
+    other_token = csrf_from(other.get(f"/letters/{letter.slug}").text)
+
+    def post(data: dict[str, str], *, cookies: bool = True) -> Response:
+        if not cookies:
+            return TestClient(client.app).post(url, data=data, follow_redirects=False)
+        return client.post(url, data=data, follow_redirects=False)
+
+    return {
+        "no token": lambda: post(GOOD_FORM),
+        "empty token": lambda: post({**GOOD_FORM, "csrf_token": ""}),
+        "wrong token": lambda: post(
+            {
+                **GOOD_FORM,
+                "csrf_token": token[:-1] + "A" if not token.endswith("A") else token[:-1] + "B",
+            }
+        ),
+        "someone else's token": lambda: post({**GOOD_FORM, "csrf_token": other_token}),
+        "no cookie": lambda: post({**GOOD_FORM, "csrf_token": token}, cookies=False),
+    }
+
+
+def test_signing_without_the_right_csrf_token_is_403_and_stores_nothing(
+    app: FastAPI, forged_sign_posts: dict[str, Callable[[], Response]]
+) -> None:
+    before = count(app, Signature), count(app, OutboxEmail)
+    for name, post in forged_sign_posts.items():
+        response = post()
+        assert response.status_code == 403, name
+        assert "Form expired" in response.text, name
+    assert (count(app, Signature), count(app, OutboxEmail)) == before
+
+
+def test_a_planted_cookie_of_the_wrong_shape_is_not_trusted(
+    app: FastAPI, client: TestClient, letter: Letter
+) -> None:
+    before = count(app, OutboxEmail)
+    client.cookies.set("csrf", "attacker")
+    response = client.post(
+        f"/letters/{letter.slug}/sign", data={**GOOD_FORM, "csrf_token": "attacker"}
+    )
+    assert response.status_code == 403
+    assert count(app, OutboxEmail) == before
+
+
+def test_confirming_without_the_right_csrf_token_is_403_and_changes_nothing(
+    app: FastAPI, client: TestClient, letter: Letter, verify_path: str
+) -> None:
+    token = csrf_from(client.get(verify_path).text)
+    for data in ({}, {"csrf_token": ""}, {"csrf_token": token[::-1]}):
+        response = client.post(verify_path, data=data, follow_redirects=False)
+        assert response.status_code == 403
+    response = TestClient(app).post(verify_path, data={"csrf_token": token})
+    assert response.status_code == 403
+    assert [s.status for s in signatures(app) if s.name == "Pending Person"] == [
+        SignatureStatus.PENDING
+    ]
+    assert client.get("/api/v1/letters/ice-out").json()["signature_count"] == 2
+
+    ok = client.post(verify_path, data={"csrf_token": token}, follow_redirects=False)
+    assert ok.status_code == 303  # the same request with the right token works
+
+
+# --- no third parties ---
+
+
+def _external(url: str, own_host: str) -> bool:
+    """True for anything that would reach past this site: another host, or a scheme
+    other than http(s) to this host (javascript:, data:, ...). mailto: stays local."""
+    parts = urlsplit(url.strip())
+    if parts.scheme == "mailto":
+        return False
+    if parts.scheme == "":
+        return bool(parts.netloc) and parts.netloc != own_host  # //host/...
+    return parts.scheme not in ("http", "https") or parts.netloc != own_host
+
+
+def test_no_page_refers_to_another_host(html_pages: dict[str, Response]) -> None:
+    shares = []
+    for name, response in html_pages.items():
+        text = response.text
+        thanks = re.search(r'<section id="thanks".*?</section>', text, re.S)
+        if thanks:
+            text = text.replace(thanks.group(0), "")
+            for attribute, url in URL_ATTRIBUTE.findall(thanks.group(0)):
+                if _external(url, "testserver"):
+                    assert attribute.lower() == "href", url  # a link, never a resource
+                    shares.append(urlsplit(url).netloc)
+        for attribute, url in URL_ATTRIBUTE.findall(text):
+            assert not _external(url, "testserver"), (name, attribute, url)
+    assert shares == ["bsky.app"]  # the only one, and only after signing
+
+
+def test_templates_and_static_files_load_nothing_from_the_network() -> None:
+    allowed = {
+        "https://bsky.app/intent/compose",  # a share link the signer may click
+        "http://www.w3.org/2000/svg",  # an XML namespace, never fetched
+    }
+    found: dict[str, list[str]] = {}
+    for folder in (TEMPLATES_DIR, STATIC_DIR):
+        for path in folder.rglob("*"):
+            if path.is_file():
+                text = path.read_text(encoding="utf-8")
+                for url in re.findall(r"(?:https?:)?//[A-Za-z0-9.-]+\.[a-z]{2,}[^\s\"'<>)]*", text):
+                    base = url.split("?")[0]
+                    if base not in allowed:
+                        found.setdefault(str(path.relative_to(PROJECT_ROOT)), []).append(url)
+                assert not re.search(r"@import|url\(\s*['\"]?(https?:)?//", text), path
+    assert found == {}
+
+
+# --- links come from BASE_URL, never from the request ---
+
+
+def test_email_links_use_base_url_whatever_the_host_header(
+    tmp_path: Path, app_settings: Settings
+) -> None:
+    settings = make_settings(
+        tmp_path, app_settings.database_url, base_url="http://letters.example.org"
+    )
+    app = create_app(settings)
+
+    @app.get("/test-only-host")
+    def seen_host(request: Request) -> str:
+        return str(request.base_url)
+
+    add_letter(app, slug="ice-out")
+    evil = {
+        "host": "evil.example",
+        "x-forwarded-host": "evil.example",
+        "x-forwarded-proto": "https",
+    }
+    with TestClient(app, headers=evil) as client:
+        assert client.get("/test-only-host").json() == "http://evil.example/"  # it does arrive
+        page = client.get("/letters/ice-out")
+        form = {**GOOD_FORM, "csrf_token": csrf_from(page.text)}
+        assert (
+            client.post("/letters/ice-out/sign", data=form, follow_redirects=False).status_code
+            == 303
+        )
+        assert (
+            client.post(
+                "/api/v1/letters/ice-out/signatures", json={**GOOD_FORM, "email": "b@example.org"}
+            ).status_code
+            == 202
+        )
+        listed = client.get("/api/v1/letters").json()["items"][0]["url"]
+        thanks = client.get("/letters/ice-out?signed=1").text
+    assert listed == "http://letters.example.org/letters/ice-out"
+    assert "http://letters.example.org/letters/ice-out" in thanks
+    assert "evil.example" not in thanks
+
+    assert deliver(app) == 2
+    mailbox = settings.data_dir / "dev-mail"
+    parser = BytesParser(policy=policy.default)
+    messages = [parser.parsebytes(path.read_bytes()) for path in sorted(mailbox.glob("*.eml"))]
+    assert len(messages) == 2
+    for message in messages:
+        raw = message.as_string()
+        assert "evil.example" not in raw
+        assert message["Message-ID"].endswith("@letters.example.org>")
+        for part in ("plain", "html"):
+            body = message.get_body(preferencelist=(part,))
+            assert body is not None
+            hosts = {host for host, _ in VERIFY_LINK.findall(body.get_content())}
+            assert hosts == {"http://letters.example.org"}, part
+    assert {email.kind for email in outbox(app)} == {"verify"}
