@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class DomainError(Exception):
     """A failure the user can understand. `code` is stable; `status_code` is for HTTP."""
@@ -13,6 +15,10 @@ class DomainError(Exception):
     def __init__(self, detail: str | None = None) -> None:
         self.detail = detail or self.default_detail
         super().__init__(self.detail)
+
+    def extra(self) -> dict[str, Any]:
+        """More machine-readable facts for the JSON error body."""
+        return {}
 
 
 class NotFound(DomainError):
@@ -43,6 +49,9 @@ class InvalidToken(DomainError):
         self.expired = expired
         super().__init__(detail)
 
+    def extra(self) -> dict[str, Any]:
+        return {"expired": self.expired}
+
 
 class CSRFError(DomainError):
     status_code = 403
@@ -59,3 +68,6 @@ class InvalidInput(DomainError):
     def __init__(self, detail: str | None = None, *, fields: dict[str, str] | None = None):
         self.fields = fields or {}
         super().__init__(detail)
+
+    def extra(self) -> dict[str, Any]:
+        return {"fields": self.fields}

@@ -9,7 +9,7 @@ from sqlalchemy import Engine
 from app.config import MIGRATIONS_DIR, PROJECT_ROOT
 
 
-def alembic_config(engine: Engine | None = None) -> Config:
+def alembic_config() -> Config:
     config = Config(str(PROJECT_ROOT / "alembic.ini"))
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.attributes["configure_logging"] = False

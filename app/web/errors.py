@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from app.errors import DomainError, InvalidInput, InvalidToken
+from app.errors import DomainError, InvalidToken
 from app.web.deps import render
 from app.web.security import security_headers
 
@@ -67,15 +67,10 @@ def field_errors(errors: Any) -> dict[str, str]:
 def install(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def domain_error(request: Request, exc: DomainError) -> Response:
-        if isinstance(exc, InvalidToken):
-            return _respond(
-                request, exc.status_code, exc.code, exc.detail,
-                extra={"expired": exc.expired}, template="signatures/invalid_link.html",
-            )  # fmt: skip
-        if isinstance(exc, InvalidInput):
-            return _respond(request, exc.status_code, exc.code, exc.detail,
-                            extra={"fields": exc.fields})  # fmt: skip
-        return _respond(request, exc.status_code, exc.code, exc.detail)
+        template = "signatures/invalid_link.html" if isinstance(exc, InvalidToken) else "error.html"
+        return _respond(
+            request, exc.status_code, exc.code, exc.detail, extra=exc.extra(), template=template
+        )
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
