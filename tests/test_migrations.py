@@ -117,3 +117,27 @@ def test_sqlite_pragmas(tmp_path: Path) -> None:
             assert busy_timeout > 0
     finally:
         engine.dispose()
+
+
+def test_servers_starting_together_migrate_once(fresh_engine: Engine) -> None:
+    """`serve` migrates at start: several processes at once must take turns."""
+    import threading
+
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def start_one() -> None:
+        barrier.wait()
+        try:
+            upgrade(fresh_engine)
+        except BaseException as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start_one) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    assert _tables(fresh_engine) >= EXPECTED_TABLES
+    assert _differences(fresh_engine) == []
