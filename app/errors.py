@@ -38,19 +38,31 @@ class LetterNotOpen(DomainError):
     default_detail = "This letter is not open for signatures."
 
 
+class LetterClosedBeforeConfirmation(LetterNotOpen):
+    default_detail = "This letter closed before your signature was confirmed."
+
+    def extra(self) -> dict[str, Any]:
+        return {"reason": "closed_before_confirmation"}
+
+
 class InvalidToken(DomainError):
-    """A link that was tampered with, has expired, or points at nothing any more."""
+    """A link that was tampered with (`reason` "invalid"), has expired ("expired"), or
+    points at a signature that is gone ("gone")."""
 
     status_code = 400
     code = "invalid_token"
     default_detail = "This link is not valid."
 
-    def __init__(self, detail: str | None = None, *, expired: bool = False) -> None:
-        self.expired = expired
+    def __init__(self, detail: str | None = None, *, reason: str = "invalid") -> None:
+        self.reason = reason
         super().__init__(detail)
 
+    @property
+    def expired(self) -> bool:
+        return self.reason == "expired"
+
     def extra(self) -> dict[str, Any]:
-        return {"expired": self.expired}
+        return {"expired": self.expired, "reason": self.reason}
 
 
 class CSRFError(DomainError):

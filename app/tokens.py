@@ -37,6 +37,6 @@ def read(secret_key: str, purpose: Purpose, token: str, *, max_age: int | None =
     try:
         return _serializer(secret_key, purpose).loads(token, max_age=max_age)
     except SignatureExpired as exc:
-        raise InvalidToken("This link has expired.", expired=True) from exc
+        raise InvalidToken("This link has expired.", reason="expired") from exc
     except BadSignature as exc:
         raise InvalidToken("This link is not valid. It may have been cut short.") from exc

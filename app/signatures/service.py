@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from app import tokens
 from app.config import Settings
 from app.db import utcnow
-from app.errors import InvalidToken, LetterNotOpen
+from app.errors import InvalidToken, LetterClosedBeforeConfirmation, LetterNotOpen
 from app.letters.models import Letter
 from app.letters.service import add_to_tally, get_letter_for_signing
 from app.mail.service import enqueue
@@ -140,7 +140,9 @@ def _signature_with_letter(session: Session, public_id: str) -> PendingConfirmat
         select(Signature, Letter).join(Letter).where(Signature.public_id == public_id)
     ).first()
     if row is None or row[0].status in (SignatureStatus.WITHDRAWN, SignatureStatus.REMOVED):
-        raise InvalidToken("This link no longer points at a signature. Sign the letter again.")
+        raise InvalidToken(
+            "This link no longer points at a signature. Sign the letter again.", reason="gone"
+        )
     return PendingConfirmation(row[0], row[1])
 
 
@@ -154,7 +156,7 @@ def verify_signature(session: Session, *, token: str, settings: Settings) -> Pen
     public_id = _public_id_from(token, settings)
     found = _signature_with_letter(session, public_id)
     if found.signature.status == SignatureStatus.PENDING and not found.letter.is_open(utcnow()):
-        raise LetterNotOpen("This letter closed before your signature was confirmed.")
+        raise LetterClosedBeforeConfirmation()
     changed = session.execute(
         update(Signature)
         .where(Signature.public_id == public_id, Signature.status == SignatureStatus.PENDING)

@@ -336,6 +336,8 @@ def test_bad_or_expired_links_get_a_page_that_explains_how_to_get_a_new_one(
             assert "go back to the letter and sign again" in response.text, kind
             expired = "This link has expired" in response.text
             assert expired == (kind == "expired"), kind
+            gone = "This link no longer works" in response.text
+            assert gone == (kind == "unknown signature"), kind
     assert signatures(app)[0].status == SignatureStatus.PENDING
     assert tally_on(client.get(f"/letters/{letter.slug}").text) == 0
 

@@ -258,7 +258,7 @@ def test_signing_without_the_right_csrf_token_is_403_and_stores_nothing(
     for name, post in forged_sign_posts.items():
         response = post()
         assert response.status_code == 403, name
-        assert "Form expired" in response.text, name
+        assert "This form has expired" in response.text, name
     assert (count(app, Signature), count(app, OutboxEmail)) == before
 
 
