@@ -34,10 +34,10 @@ from app.mail.backends import DevMailbox
 from app.mail.worker import deliver_due
 from app.main import create_app
 from app.signatures.service import verify_signature
-from tests.conftest import make_settings
+from tests.conftest import make_settings, skip_or_fail
 from tests.factories import make_letter, sign, verify_token
 from tests.web.flows import expired_token
-from tests.web.test_browser import browser  # noqa: F401  (the Chromium fixture, reused)
+from tests.web.test_browser import CHROMIUM_ARGS, chromium_path
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -50,6 +50,25 @@ VIEWPORTS: dict[str, dict[str, Any]] = {
     "desktop": {"viewport": {"width": 1280, "height": 900}},
     "phone": {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True},
 }
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Browser]:
+    """Chromium as test_browser.py launches it (skips, or fails in CI, when missing)."""
+    executable = chromium_path()
+    if executable is None:
+        skip_or_fail("Chromium not found (set UNDERSIGNED_TEST_CHROMIUM)")
+    try:
+        import axe_playwright_python  # noqa: F401
+        from playwright.sync_api import sync_playwright
+    except ImportError as exc:
+        skip_or_fail(f"{exc.name} is not installed")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=executable, headless=True, args=CHROMIUM_ARGS
+        )
+        yield browser
+        browser.close()
 
 
 @dataclass
@@ -162,6 +181,7 @@ def _letter_with_errors(page: Page, site: Site) -> None:
     page.wait_for_load_state()
     assert page.locator("#f-name-error").is_visible()
     assert page.locator("#f-email-error").is_visible()
+    assert page.title().startswith("Error:"), "a screen reader hears the failure first"
 
 
 def _closed_letter(page: Page, site: Site) -> None:
@@ -215,13 +235,13 @@ def _report(violations: list[dict[str, Any]]) -> str:
 
 @pytest.mark.parametrize("viewport", list(VIEWPORTS))
 @pytest.mark.parametrize("name", list(PAGES))
-def test_no_axe_violations(browser: Browser, site: Site, name: str, viewport: str) -> None:  # noqa: F811
+def test_no_axe_violations(chromium: Browser, site: Site, name: str, viewport: str) -> None:
     from axe_playwright_python.sync_playwright import Axe
 
     # Playwright's page.evaluate() goes through the DevTools protocol, which the page's
     # Content-Security-Policy (script-src 'self') does not govern, so axe is injected
     # and runs without `bypass_csp`: the pages are checked under their real headers.
-    context = browser.new_context(**VIEWPORTS[viewport])
+    context = chromium.new_context(**VIEWPORTS[viewport])
     page = context.new_page()
     requests: list[str] = []
     page.on("request", lambda request: requests.append(request.url))
@@ -230,10 +250,19 @@ def test_no_axe_violations(browser: Browser, site: Site, name: str, viewport: st
         page.wait_for_load_state("networkidle")
         results = Axe().run(
             page,
-            options={"runOnly": {"type": "tag", "values": WCAG_TAGS}, "resultTypes": ["violations"]},
+            options={
+                "runOnly": {"type": "tag", "values": WCAG_TAGS},
+                "resultTypes": ["violations"],
+            },
         )
+        assert results.response["passes"], "axe ran no rule: was it injected?"
         violations = results.response["violations"]
         assert violations == [], f"{name} on {viewport}:\n{_report(violations)}"
+        # Reflow (WCAG 1.4.10): nothing scrolls sideways.
+        scroll_width, inner_width = page.evaluate(
+            "[document.scrollingElement.scrollWidth, window.innerWidth]"
+        )
+        assert scroll_width <= inner_width, f"{name} scrolls sideways on {viewport}"
         # axe came from the package, not from the network.
         assert all(url.startswith(site.base_url) for url in requests), requests
     finally:
@@ -274,8 +303,8 @@ def _has_focus_indicator(info: dict[str, Any]) -> bool:
     return outline or info["boxShadow"] not in ("none", "")
 
 
-def test_keyboard_reaches_skip_link_and_every_field(browser: Browser, site: Site) -> None:  # noqa: F811
-    context = browser.new_context(**VIEWPORTS["desktop"])
+def test_keyboard_reaches_skip_link_and_every_field(chromium: Browser, site: Site) -> None:
+    context = chromium.new_context(**VIEWPORTS["desktop"])
     page = context.new_page()
     try:
         _open(f"/letters/{SLUG}")(page, site)
