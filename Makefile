@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint fmt clean
+.PHONY: run test lint fmt bench clean
 
 $(BIN)/undersigned: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ fmt: $(BIN)/undersigned
 
 test: lint
 	$(BIN)/pytest
+
+# Throughput and latency as ratios to a bare FastAPI app; see bench/__init__.py.
+bench: $(BIN)/undersigned
+	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -83,6 +83,9 @@ def serve(
         forwarded_allow_ips=",".join(settings.trusted_proxies) or None,
         server_header=False,
         log_level=settings.log_level,
+        # An access log would record client IPs and, in /verify/<token> paths, links
+        # that confirm signatures. Off unless the operator asks for it.
+        access_log=settings.access_log,
     )
 
 

@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     )
     max_request_bytes: int = 64 * 1024
     log_level: str = "info"
+    access_log: bool = Field(
+        default=False, description="uvicorn's access log: client IPs and token URLs. Off."
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from sqlalchemy import DateTime, Engine, MetaData, create_engine, event, make_url, text
 from sqlalchemy.engine import Dialect
@@ -69,9 +70,12 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         engine = create_engine(url, **kwargs)
         _tune_sqlite(engine)
         return engine
+    # Enough connections for the 40 threads that run sync endpoints, so that busy
+    # moments reuse connections instead of opening new ones. Several processes x 40
+    # must stay under PostgreSQL's max_connections (or put PgBouncer in front).
     kwargs.setdefault("pool_pre_ping", True)
-    kwargs.setdefault("pool_size", 10)
-    kwargs.setdefault("max_overflow", 20)
+    kwargs.setdefault("pool_size", 30)
+    kwargs.setdefault("max_overflow", 10)
     return create_engine(url, **kwargs)
 
 
@@ -100,11 +104,24 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
 
+_writers: WeakKeyDictionary[Engine, Engine] = WeakKeyDictionary()
+
+
+def _writer(engine: Engine) -> Engine:
+    """The same engine and pool, with the WRITE execution option."""
+    if engine not in _writers:
+        _writers[engine] = engine.execution_options(**WRITE)
+    return _writers[engine]
+
+
 def session_scope(factory: sessionmaker[Session], *, write: bool = False) -> Iterator[Session]:
-    """One transaction: commit on success, roll back on any error."""
-    with factory() as session:
-        if write:
-            session.connection(execution_options=WRITE)
+    """One transaction: commit on success, roll back on any error.
+
+    The connection is taken lazily, at the first statement, so a request never holds
+    one while it waits for a thread (FastAPI runs a dependency's set-up and the
+    endpoint in separate thread-pool calls)."""
+    bind = factory.kw["bind"]
+    with factory(bind=_writer(bind)) if write else factory() as session:
         try:
             yield session
             session.commit()
