@@ -11,6 +11,7 @@ write under load.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ NAMING_CONVENTION = {
 
 WRITE = {"undersigned_write": True}
 """Execution options for a session that will write: `BEGIN IMMEDIATE` on SQLite."""
+READ = {"undersigned_read": True}
+"""Execution options for a read-only request: no transaction at all (autocommit)."""
 
 
 class Base(DeclarativeBase):
@@ -96,7 +99,10 @@ def _tune_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def on_begin(connection: Any) -> None:
-        immediate = connection.get_execution_options().get("undersigned_write", False)
+        options = connection.get_execution_options()
+        if options.get("undersigned_read"):
+            return  # each statement is its own implicit transaction
+        immediate = options.get("undersigned_write", False)
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
@@ -104,14 +110,20 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
 
-_writers: WeakKeyDictionary[Engine, Engine] = WeakKeyDictionary()
+_variants: WeakKeyDictionary[Engine, dict[str, Engine]] = WeakKeyDictionary()
 
 
-def _writer(engine: Engine) -> Engine:
-    """The same engine and pool, with the WRITE execution option."""
-    if engine not in _writers:
-        _writers[engine] = engine.execution_options(**WRITE)
-    return _writers[engine]
+def _variant(engine: Engine, kind: str) -> Engine:
+    """The same engine and pool, with the READ or WRITE execution options."""
+    variants = _variants.setdefault(engine, {})
+    if kind not in variants:
+        if kind == "write":
+            variants[kind] = engine.execution_options(**WRITE)
+        elif engine.dialect.name == "sqlite":
+            variants[kind] = engine.execution_options(**READ)
+        else:
+            variants[kind] = engine.execution_options(**READ, isolation_level="AUTOCOMMIT")
+    return variants[kind]
 
 
 def session_scope(factory: sessionmaker[Session], *, write: bool = False) -> Iterator[Session]:
@@ -121,13 +133,24 @@ def session_scope(factory: sessionmaker[Session], *, write: bool = False) -> Ite
     one while it waits for a thread (FastAPI runs a dependency's set-up and the
     endpoint in separate thread-pool calls)."""
     bind = factory.kw["bind"]
-    with factory(bind=_writer(bind)) if write else factory() as session:
+    with factory(bind=_variant(bind, "write")) if write else factory() as session:
         try:
             yield session
             session.commit()
         except BaseException:
             session.rollback()
             raise
+
+
+@contextmanager
+def read_only_session(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """For requests that only read (GET pages and API): autocommit, no BEGIN/COMMIT.
+
+    Ending it is free (no round trip), so it can close on the event loop. Each
+    statement sees committed data; a page that runs two queries may see a signature
+    arrive between them, which a page can live with. Never write through it."""
+    with factory(bind=_variant(factory.kw["bind"], "read")) as session:
+        yield session
 
 
 def ping(engine: Engine) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -11,28 +11,31 @@ from sqlalchemy.orm import Session
 from starlette.responses import Response
 
 from app.config import Settings
-from app.db import session_scope
+from app.db import read_only_session, session_scope
 from app.templating import environment
 from app.web.security import csrf_token
 
 templates = Jinja2Templates(env=environment())
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def _read_session(request: Request) -> Iterator[Session]:
-    yield from session_scope(request.app.state.sessionmaker)
+async def _read_session(request: Request) -> AsyncIterator[Session]:
+    # Async on purpose: creating and closing a read-only session does no I/O (the
+    # connection is taken in the endpoint's thread), so it needs no thread hops.
+    with read_only_session(request.app.state.sessionmaker) as session:
+        yield session
 
 
 def _write_session(request: Request) -> Iterator[Session]:
     yield from session_scope(request.app.state.sessionmaker, write=True)
 
 
-# scope="function": commit before the response leaves, so a redirect is never sent
-# for a change that then fails to commit.
+# Writes: one transaction per request. scope="function": commit before the response
+# leaves, so a redirect is never sent for a change that then fails to commit.
 ReadSession = Annotated[Session, Depends(_read_session, scope="function")]
 WriteSession = Annotated[Session, Depends(_write_session, scope="function")]
 AppSettings = Annotated[Settings, Depends(get_settings)]
