@@ -6,7 +6,8 @@ from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.db import utcnow
-from app.mail.service import purge_outbox
+from app.mail.backends import dev_mailbox
+from app.mail.service import SENT_RETENTION, purge_outbox
 from app.signatures.service import purge_expired_pending
 
 
@@ -16,4 +17,5 @@ def purge(session: Session, *, settings: Settings) -> dict[str, int]:
             session, settings=settings, now=utcnow()
         ),
         "finished_emails": purge_outbox(session),
+        "dev_mailbox_files": dev_mailbox(settings).purge(older_than=SENT_RETENTION),
     }

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import time
 from datetime import timedelta
+from email.message import EmailMessage
 from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.db import utcnow
+from app.mail.backends import dev_mailbox
 from app.mail.models import OutboxEmail, OutboxStatus
 from app.retention import purge
 from app.signatures.models import Signature, SignatureStatus
@@ -154,4 +158,27 @@ def test_purge_twice_deletes_nothing_more(
     assert purge(session, settings=settings) == {
         "expired_pending_signatures": 0,
         "finished_emails": 0,
+        "dev_mailbox_files": 0,
     }
+
+
+def test_dev_mailbox_files_follow_the_outbox_retention(
+    session: Session, database: Database, tmp_path: Path
+) -> None:
+    """Dev mail holds addresses too: files older than 7 days are deleted."""
+    settings = make_settings(tmp_path, database.url)
+    mailbox = dev_mailbox(settings)
+    for subject in ("old", "new"):
+        message = EmailMessage()
+        message["To"] = f"{subject}@example.org"
+        message["Subject"] = subject
+        message.set_content("body")
+        mailbox.send(message)
+    old, new = sorted(mailbox.directory.glob("*.eml"))
+    eight_days_ago = time.time() - timedelta(days=8).total_seconds()
+    os.utime(old, (eight_days_ago, eight_days_ago))
+
+    assert purge(session, settings=settings)["dev_mailbox_files"] == 1
+    assert not old.exists()
+    assert new.exists()
+    assert [m["Subject"] for m in mailbox.messages()] == ["new"]

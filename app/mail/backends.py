@@ -6,6 +6,8 @@ import os
 import smtplib
 import ssl
 import tempfile
+import time
+from datetime import timedelta
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -67,10 +69,20 @@ class DevMailbox:
         parser = BytesParser(policy=policy.default)
         return [parser.parsebytes(path.read_bytes()) for path in files]
 
+    def purge(self, *, older_than: timedelta) -> int:
+        """Dev mail holds addresses too: it follows the outbox's retention."""
+        if not self.directory.is_dir():
+            return 0
+        cutoff = time.time() - older_than.total_seconds()
+        deleted = 0
+        for path in self.directory.glob("*.eml"):
+            if path.stat().st_mtime < cutoff:
+                path.unlink(missing_ok=True)
+                deleted += 1
+        return deleted
+
 
 def time_ns_name() -> str:
-    import time
-
     return f"{time.time_ns():020d}-{os.getpid()}"
 
 
@@ -121,4 +133,8 @@ def _classify(recipients: dict[str, tuple[int, bytes]]) -> Exception:
 def make_backend(settings: Settings) -> Backend:
     if settings.mail_backend == MailBackend.SMTP:
         return SmtpBackend(settings)
+    return dev_mailbox(settings)
+
+
+def dev_mailbox(settings: Settings) -> DevMailbox:
     return DevMailbox(settings.data_dir / "dev-mail")

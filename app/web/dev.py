@@ -7,7 +7,7 @@ from email.message import EmailMessage
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from app.mail.backends import DevMailbox
+from app.mail.backends import dev_mailbox
 from app.web.deps import AppSettings, render
 
 router = APIRouter()
@@ -19,8 +19,8 @@ def _text_part(message: EmailMessage) -> str:
 
 
 @router.get("/dev/mail")
-def dev_mailbox(request: Request, settings: AppSettings) -> Response:
-    messages = DevMailbox(settings.data_dir / "dev-mail").messages()
+def dev_mailbox_page(request: Request, settings: AppSettings) -> Response:
+    messages = dev_mailbox(settings).messages()
     return render(
         request,
         "dev/mailbox.html",
