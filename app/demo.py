@@ -57,17 +57,8 @@ home, customers stay away, and long-standing employees are detained without warn
 Stability is good for business and good for everyone. We are ready to help build it.
 """
 
+# Created in this order, so that with equal tallies the main letter (newest) lists first.
 DEMO_LETTERS = [
-    LetterCreate(
-        slug="ice-out",
-        title="ICE out: a letter from tech workers to our CEOs",
-        summary="Tech workers ask the CEOs of U.S. technology companies to call the "
-        "White House, cancel their contracts with ICE and speak out.",
-        body_markdown=ICE_OUT,
-        addressed_to="The chief executives of U.S. technology companies",
-        goal=10_000,
-        status=LetterStatus.OPEN,
-    ),
     LetterCreate(
         slug="business-for-de-escalation",
         title="Business leaders for de-escalation",
@@ -76,6 +67,16 @@ DEMO_LETTERS = [
         body_markdown=DE_ESCALATION,
         addressed_to="Federal, state and city leaders",
         goal=1_000,
+        status=LetterStatus.OPEN,
+    ),
+    LetterCreate(
+        slug="ice-out",
+        title="ICE out: a letter from tech workers to our CEOs",
+        summary="Tech workers ask the CEOs of U.S. technology companies to call the "
+        "White House, cancel their contracts with ICE and speak out.",
+        body_markdown=ICE_OUT,
+        addressed_to="The chief executives of U.S. technology companies",
+        goal=10_000,
         status=LetterStatus.OPEN,
     ),
 ]
