@@ -6,15 +6,18 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from pydantic import ValidationError
+from sqlalchemy.orm import Session
 
 from app.config import Settings
-from app.db import WRITE, make_engine, make_sessionmaker
+from app.db import make_engine, make_sessionmaker, session_scope
 from app.errors import DomainError
 
 cli = typer.Typer(help="Undersigned: open letters, signed and confirmed by email.",
@@ -34,6 +37,16 @@ def _settings() -> Settings:
     except ValidationError as exc:
         typer.echo(f"Invalid settings:\n{exc}", err=True)
         raise typer.Exit(2) from exc
+
+
+@contextmanager
+def _transaction(settings: Settings) -> Iterator[Session]:
+    """One write transaction on a short-lived engine, for a one-off command."""
+    engine = make_engine(settings.database_url)
+    try:
+        yield from session_scope(make_sessionmaker(engine), write=True)
+    finally:
+        engine.dispose()
 
 
 def _migrate(settings: Settings) -> None:
@@ -114,11 +127,8 @@ def demo() -> None:
     from app.demo import create_demo_letters
 
     settings = _settings()
-    engine = make_engine(settings.database_url)
-    with make_sessionmaker(engine).begin() as session:
-        session.connection(execution_options=WRITE)
+    with _transaction(settings) as session:
         created = create_demo_letters(session)
-    engine.dispose()
     typer.echo(f"Demo letters created: {', '.join(created)}" if created else "Demo letters exist.")
 
 
@@ -159,17 +169,12 @@ def letter_create(
             message = SLUG_RULE if error["type"] == "string_pattern_mismatch" else error["msg"]
             typer.echo(f"  {field.replace('_', '-')}: {message}", err=True)
         raise typer.Exit(2) from exc
-    engine = make_engine(settings.database_url)
     try:
-        with make_sessionmaker(engine).begin() as session:
-            session.connection(execution_options=WRITE)
-            letter = create_letter(session, data=data)
-            status = letter.status.value
+        with _transaction(settings) as session:
+            status = create_letter(session, data=data).status.value
     except DomainError as exc:
         typer.echo(exc.detail, err=True)
         raise typer.Exit(1) from exc
-    finally:
-        engine.dispose()
     typer.echo(f"Letter {slug!r} created ({status}): {settings.base_url}/letters/{slug}")
 
 
@@ -179,11 +184,8 @@ def purge() -> None:
     from app.retention import purge as apply_retention
 
     settings = _settings()
-    engine = make_engine(settings.database_url)
-    with make_sessionmaker(engine).begin() as session:
-        session.connection(execution_options=WRITE)
+    with _transaction(settings) as session:
         counts = apply_retention(session, settings=settings)
-    engine.dispose()
     for name, count in counts.items():
         typer.echo(f"{name}: {count} deleted")
 

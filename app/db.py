@@ -13,11 +13,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 from weakref import WeakKeyDictionary
 
-from sqlalchemy import DateTime, Engine, MetaData, create_engine, event, make_url, text
+from sqlalchemy import DateTime, Engine, Enum, MetaData, create_engine, event, make_url, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -38,6 +39,19 @@ READ = {"undersigned_read": True}
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def str_enum(enum: type[StrEnum], name: str) -> Enum:
+    """A StrEnum stored by value in a VARCHAR with a CHECK constraint (no native
+    enum type: adding a value later is a plain migration on every database)."""
+    return Enum(
+        enum,
+        native_enum=False,
+        create_constraint=True,
+        length=16,
+        name=name,
+        values_callable=lambda members: [member.value for member in members],
+    )
 
 
 def utcnow() -> datetime:

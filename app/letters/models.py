@@ -3,10 +3,10 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import CheckConstraint, Enum, ForeignKey, Integer, String, Text
+from sqlalchemy import CheckConstraint, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from app.db import Base, UTCDateTime, utcnow
+from app.db import Base, UTCDateTime, str_enum, utcnow
 
 
 class LetterStatus(StrEnum):
@@ -27,14 +27,7 @@ class Letter(Base):
     addressed_to: Mapped[str] = mapped_column(String(300), default="")
     goal: Mapped[int | None] = mapped_column(Integer)
     status: Mapped[LetterStatus] = mapped_column(
-        Enum(
-            LetterStatus,
-            native_enum=False,
-            create_constraint=True,
-            length=16,
-            name="letter_status",
-            values_callable=lambda enum: [member.value for member in enum],
-        ),
+        str_enum(LetterStatus, "letter_status"),
         default=LetterStatus.DRAFT,
     )
     closes_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

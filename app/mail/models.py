@@ -3,10 +3,10 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import JSON, Enum, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db import Base, UTCDateTime, utcnow
+from app.db import Base, UTCDateTime, str_enum, utcnow
 
 
 class OutboxStatus(StrEnum):
@@ -39,14 +39,7 @@ class OutboxEmail(Base):
     )
 
     status: Mapped[OutboxStatus] = mapped_column(
-        Enum(
-            OutboxStatus,
-            native_enum=False,
-            create_constraint=True,
-            length=16,
-            name="outbox_status",
-            values_callable=lambda members: [member.value for member in members],
-        ),
+        str_enum(OutboxStatus, "outbox_status"),
         default=OutboxStatus.PENDING,
     )
     attempts: Mapped[int] = mapped_column(Integer, default=0)

@@ -3,21 +3,10 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Boolean, Enum, ForeignKey, Index, Integer, String
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db import Base, UTCDateTime, utcnow
-
-
-def _enum(enum: type[StrEnum], name: str) -> Enum:
-    return Enum(
-        enum,
-        native_enum=False,
-        create_constraint=True,
-        length=16,
-        name=name,
-        values_callable=lambda members: [member.value for member in members],
-    )
+from app.db import Base, UTCDateTime, str_enum, utcnow
 
 
 class SignatureStatus(StrEnum):
@@ -53,10 +42,10 @@ class Signature(Base):
     public_id: Mapped[str] = mapped_column(String(32), unique=True)
     letter_id: Mapped[int] = mapped_column(ForeignKey("letters.id", ondelete="CASCADE"))
     status: Mapped[SignatureStatus] = mapped_column(
-        _enum(SignatureStatus, "signature_status"), default=SignatureStatus.PENDING
+        str_enum(SignatureStatus, "signature_status"), default=SignatureStatus.PENDING
     )
     display: Mapped[SignatureDisplay] = mapped_column(
-        _enum(SignatureDisplay, "signature_display"), default=SignatureDisplay.PUBLIC
+        str_enum(SignatureDisplay, "signature_display"), default=SignatureDisplay.PUBLIC
     )
 
     name: Mapped[str] = mapped_column(String(120))

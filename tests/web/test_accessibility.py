@@ -14,16 +14,12 @@ signature (for the confirm page) and its email in the dev mailbox.
 from __future__ import annotations
 
 import shutil
-import socket
-import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-import uvicorn
 from sqlalchemy import select
 
 from app.config import Settings
@@ -32,11 +28,11 @@ from app.demo import create_demo_letters
 from app.letters.models import Letter, LetterStatus
 from app.mail.backends import DevMailbox
 from app.mail.worker import deliver_due
-from app.main import create_app
 from app.signatures.service import verify_signature
 from tests.conftest import make_settings, skip_or_fail
 from tests.factories import make_letter, sign, verify_token
 from tests.web.flows import expired_token
+from tests.web.live import free_socket, serve
 from tests.web.test_browser import CHROMIUM_ARGS, chromium_path
 
 if TYPE_CHECKING:
@@ -125,32 +121,14 @@ def site(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Ite
     engine = make_engine(database_url)
     factory = make_sessionmaker(engine)
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    sock, base_url = free_socket()
     settings = make_settings(tmp_path, database_url, base_url=base_url, run_mail_worker=False)
     pending, verified, expired, closed_slug = _seed(factory, settings)
-
-    config = uvicorn.Config(
-        create_app(settings), lifespan="on", log_level="warning", server_header=False
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert thread.is_alive(), "uvicorn stopped during start-up"
-        assert time.monotonic() < deadline, "uvicorn did not start within 15 s"
-        time.sleep(0.05)
     try:
-        yield Site(base_url, pending, verified, expired, closed_slug)
+        with serve(sock, settings):
+            yield Site(base_url, pending, verified, expired, closed_slug)
     finally:
-        server.should_exit = True
-        thread.join(timeout=40)
-        sock.close()
         engine.dispose()
-        assert not thread.is_alive(), "uvicorn did not stop"
 
 
 # --- The pages -------------------------------------------------------------------------

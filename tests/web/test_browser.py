@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -21,7 +19,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-import uvicorn
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -29,9 +26,9 @@ from app.config import PROJECT_ROOT
 from app.db import WRITE, make_engine, make_sessionmaker
 from app.demo import create_demo_letters
 from app.letters.models import Letter
-from app.main import create_app
 from app.signatures.models import Signature
 from tests.conftest import make_settings, skip_or_fail
+from tests.web.live import free_socket, serve
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, ConsoleMessage, Page, Request
@@ -96,31 +93,13 @@ def live_server(tmp_path: Path, sqlite_template: Path) -> Iterator[LiveServer]:
         session.connection(execution_options=WRITE)
         assert "ice-out" in create_demo_letters(session)
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    base_url = f"http://127.0.0.1:{port}"
+    sock, base_url = free_socket()
     settings = make_settings(tmp_path, database_url, base_url=base_url, run_mail_worker=True)
-    config = uvicorn.Config(
-        create_app(settings), lifespan="on", log_level="warning", server_header=False
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert thread.is_alive(), "uvicorn stopped during start-up"
-        assert time.monotonic() < deadline, "uvicorn did not start within 15 s"
-        time.sleep(0.05)
     try:
-        yield LiveServer(base_url, tmp_path, factory)
+        with serve(sock, settings):
+            yield LiveServer(base_url, tmp_path, factory)
     finally:
-        server.should_exit = True
-        thread.join(timeout=40)
-        sock.close()
         engine.dispose()
-        assert not thread.is_alive(), "uvicorn did not stop"
 
 
 @dataclass
