@@ -32,8 +32,8 @@ from app.signatures.service import verify_signature
 from tests.conftest import make_settings, skip_or_fail
 from tests.factories import make_letter, sign, verify_token
 from tests.web.flows import expired_token
+from tests.web.live import chromium as launch_chromium
 from tests.web.live import free_socket, serve
-from tests.web.test_browser import CHROMIUM_ARGS, chromium_path
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -51,20 +51,12 @@ VIEWPORTS: dict[str, dict[str, Any]] = {
 @pytest.fixture(scope="module")
 def chromium() -> Iterator[Browser]:
     """Chromium as test_browser.py launches it (skips, or fails in CI, when missing)."""
-    executable = chromium_path()
-    if executable is None:
-        skip_or_fail("Chromium not found (set UNDERSIGNED_TEST_CHROMIUM)")
     try:
         import axe_playwright_python  # noqa: F401
-        from playwright.sync_api import sync_playwright
     except ImportError as exc:
         skip_or_fail(f"{exc.name} is not installed")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=executable, headless=True, args=CHROMIUM_ARGS
-        )
+    with launch_chromium() as browser:
         yield browser
-        browser.close()
 
 
 @dataclass

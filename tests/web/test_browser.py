@@ -10,7 +10,6 @@ missing the tests skip, or fail under UNDERSIGNED_TEST_REQUIRE_ALL=1 (CI).
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -27,8 +26,8 @@ from app.db import WRITE, make_engine, make_sessionmaker
 from app.demo import create_demo_letters
 from app.letters.models import Letter
 from app.signatures.models import Signature
-from tests.conftest import make_settings, skip_or_fail
-from tests.web.live import free_socket, serve
+from tests.conftest import make_settings
+from tests.web.live import chromium, free_socket, serve
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, ConsoleMessage, Page, Request
@@ -36,38 +35,13 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.browser
 
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-dev-shm-usage",
-]
 MAIL_WAIT_SECONDS = 20.0
-
-
-def chromium_path() -> str | None:
-    configured = os.environ.get("UNDERSIGNED_TEST_CHROMIUM", "")
-    if configured:
-        return configured if Path(configured).is_file() else None
-    default = "/usr/bin/chromium"
-    return default if Path(default).is_file() else None
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    executable = chromium_path()
-    if executable is None:
-        skip_or_fail("Chromium not found (set UNDERSIGNED_TEST_CHROMIUM)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        skip_or_fail("Playwright is not installed")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=executable, headless=True, args=CHROMIUM_ARGS
-        )
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 @dataclass
