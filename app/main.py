@@ -6,6 +6,7 @@ import logging
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -20,6 +21,7 @@ from app.web import api, dev, errors, pages
 from app.web.security import BodyLimitMiddleware, SecurityMiddleware
 
 log = logging.getLogger("undersigned")
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "testserver"}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -71,6 +73,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api.router)
     if settings.mail_backend == MailBackend.DEV:
         app.include_router(dev.router)
+        if urlsplit(settings.base_url).hostname not in LOCAL_HOSTS:
+            log.warning(
+                "MAIL_BACKEND is dev but BASE_URL (%s) is not local: every email, with its "
+                "confirmation link, is readable by anyone at /dev/mail. Use MAIL_BACKEND=smtp.",
+                settings.base_url,
+            )
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/healthz", include_in_schema=False)

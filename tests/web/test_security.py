@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import re
+import shutil
 from collections.abc import Callable, Iterator
 from email import policy
 from email.parser import BytesParser
@@ -396,3 +398,19 @@ def test_email_links_use_base_url_whatever_the_host_header(
             hosts = {host for host, _ in VERIFY_LINK.findall(body.get_content())}
             assert hosts == {"http://letters.example.org"}, part
     assert {email.kind for email in outbox(app)} == {"verify"}
+
+
+def test_a_dev_mailbox_on_a_public_address_is_warned_about(
+    tmp_path: Path, sqlite_template: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """/dev/mail shows every confirmation link: running it on a public host is a leak."""
+    path = tmp_path / "db.sqlite"
+    shutil.copy(sqlite_template, path)
+    with caplog.at_level(logging.WARNING, logger="undersigned"):
+        create_app(make_settings(tmp_path, f"sqlite:///{path}", base_url="http://127.0.0.1:8000"))
+    assert "readable by anyone at /dev/mail" not in caplog.text
+    with caplog.at_level(logging.WARNING, logger="undersigned"):
+        create_app(
+            make_settings(tmp_path, f"sqlite:///{path}", base_url="https://letters.example.org")
+        )
+    assert "readable by anyone at /dev/mail" in caplog.text
