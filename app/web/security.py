@@ -64,13 +64,12 @@ class SecurityMiddleware:
         cookie = HTTPConnection(scope).cookies.get(self.cookie_name, "")
         state = scope.setdefault("state", {})
         state["csrf_cookie"] = cookie if _TOKEN_SHAPE.match(cookie) else ""
-        state["csrf_token"] = state["csrf_cookie"] or secrets.token_urlsafe(32)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message.setdefault("headers", [])
                 message["headers"].extend(self.static_headers)
-                if state.get("csrf_used") and not state["csrf_cookie"]:
+                if state.get("csrf_token") and not state["csrf_cookie"]:
                     headers = MutableHeaders(scope=message)
                     secure = "; Secure" if self.secure else ""
                     headers.append(
@@ -116,9 +115,12 @@ class BodyLimitMiddleware:
 
 
 def csrf_token(request: Request) -> str:
-    """The token for a form on this page; marks the response to carry the cookie."""
-    request.state.csrf_used = True
-    token: str = request.state.csrf_token
+    """The token for a form on this page: the visitor's cookie, or a new one that the
+    response then sets (made only here, so pages without a form cost nothing)."""
+    state = request.scope["state"]
+    if not state.get("csrf_token"):
+        state["csrf_token"] = state["csrf_cookie"] or secrets.token_urlsafe(32)
+    token: str = state["csrf_token"]
     return token
 
 
