@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Select, delete, or_, select, update
+from sqlalchemy import Select, case, delete, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -157,22 +157,23 @@ def verify_signature(session: Session, *, token: str, settings: Settings) -> Pen
     found = _signature_with_letter(session, public_id)
     if found.signature.status == SignatureStatus.PENDING and not found.letter.is_open(utcnow()):
         raise LetterClosedBeforeConfirmation()
-    changed = session.execute(
+    # One statement: only a pending row changes, and the plain address goes unless the
+    # signer agreed to be contacted. RETURNING refreshes `found.signature` in place.
+    changed = session.scalars(
         update(Signature)
         .where(Signature.public_id == public_id, Signature.status == SignatureStatus.PENDING)
-        .values(status=SignatureStatus.VERIFIED, verified_at=utcnow())
-        .execution_options(synchronize_session=False)
-    ).rowcount  # type: ignore[attr-defined]
-    if changed:
-        add_to_tally(session, letter_id=found.letter.id, delta=+1)
-        # Forget the plain address unless the signer agreed to be contacted.
-        session.execute(
-            update(Signature)
-            .where(Signature.public_id == public_id, Signature.contact_ok.is_(False))
-            .values(email=None)
-            .execution_options(synchronize_session=False)
+        .values(
+            status=SignatureStatus.VERIFIED,
+            verified_at=utcnow(),
+            email=case((Signature.contact_ok, Signature.email), else_=None),
         )
-    session.refresh(found.signature)
+        .returning(Signature),
+        execution_options={"populate_existing": True},
+    ).first()
+    if changed is not None:
+        # Last, so the one row every confirmation of this letter needs is locked
+        # only until the commit that follows.
+        add_to_tally(session, letter_id=found.letter.id, delta=+1)
     return found
 
 
