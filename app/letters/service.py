@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import nh3
 from markdown_it import MarkdownIt
 from sqlalchemy import Select, case, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from app.db import utcnow
 from app.errors import InvalidInput, LetterNotFound
@@ -78,7 +78,12 @@ def publish_letter(session: Session, *, letter: Letter) -> Letter:
 
 
 def _with_tally() -> Select[Letter, int]:
-    return select(Letter, LetterTally.verified_count).join(LetterTally)
+    # The Markdown source is never shown in public: leave it in the database.
+    return (
+        select(Letter, LetterTally.verified_count)
+        .join(LetterTally)
+        .options(defer(Letter.body_markdown, raiseload=True))
+    )
 
 
 def get_public_letter(session: Session, *, slug: str) -> LetterWithTally:
