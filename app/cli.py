@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 from sqlalchemy.orm import Session
 
 from app.config import Settings
@@ -34,8 +35,8 @@ SLUG_RULE = "use lower-case letters, digits and single dashes, like ice-out"
 def _settings() -> Settings:
     try:
         return Settings()
-    except ValidationError as exc:
-        typer.echo(f"Invalid settings:\n{exc}", err=True)
+    except (ValidationError, SettingsError, ValueError) as exc:
+        typer.echo(f"Invalid settings (UNDERSIGNED_* variables or .env):\n{exc}", err=True)
         raise typer.Exit(2) from exc
 
 

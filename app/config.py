@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES_DIR = PROJECT_ROOT / "templates"
@@ -53,7 +54,9 @@ class Settings(BaseSettings):
 
     rate_limit_storage: str = "memory://"
     rate_limits: bool = True
-    trusted_proxies: list[str] = Field(default_factory=list)
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Proxy IPs, comma-separated (or a JSON list)."
+    )
     verify_max_age_days: int = Field(default=7, ge=1, le=60)
 
     # Not in the contract, but operators may want them.
@@ -75,6 +78,16 @@ class Settings(BaseSettings):
                 if str(data.get(key, "")).lower() in {"on", "off"}:
                     data[key] = data[key].lower() == "on"
         return data
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip()
+            if value.startswith("["):
+                return json.loads(value)
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @model_validator(mode="after")
     def _normalise(self) -> Settings:
