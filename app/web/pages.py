@@ -49,6 +49,7 @@ def _letter_page(
             "form": form or {"display": "public"},
             "errors": errors or {},
             "signed": request.query_params.get("signed") == "1",
+            "share_url": signatures.letter_url(request.app.state.settings, found.letter),
         },
         status_code=status_code,
     )
