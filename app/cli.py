@@ -17,8 +17,9 @@ from pydantic import ValidationError
 from pydantic_settings import SettingsError
 from sqlalchemy.orm import Session
 
+from app import urls
 from app.config import Settings
-from app.db import make_engine, make_sessionmaker, session_scope
+from app.db import Database
 from app.errors import DomainError
 
 cli = typer.Typer(help="Undersigned: open letters, signed and confirmed by email.",
@@ -41,23 +42,27 @@ def _settings() -> Settings:
 
 
 @contextmanager
-def _transaction(settings: Settings) -> Iterator[Session]:
-    """One write transaction on a short-lived engine, for a one-off command."""
-    engine = make_engine(settings.database_url)
+def _database(settings: Settings) -> Iterator[Database]:
+    """A Database for a one-off command, disposed when it ends."""
+    database = Database(settings.database_url)
     try:
-        yield from session_scope(make_sessionmaker(engine), write=True)
+        yield database
     finally:
-        engine.dispose()
+        database.dispose()
+
+
+@contextmanager
+def _transaction(settings: Settings) -> Iterator[Session]:
+    """One write transaction, for a one-off command."""
+    with _database(settings) as database, database.write() as session:
+        yield session
 
 
 def _migrate(settings: Settings) -> None:
     from app.migrate import upgrade
 
-    engine = make_engine(settings.database_url)
-    try:
-        upgrade(engine)
-    finally:
-        engine.dispose()
+    with _database(settings) as database:
+        upgrade(database)
 
 
 @db_cli.command("upgrade")
@@ -86,7 +91,7 @@ def serve(
     os.environ["UNDERSIGNED_RUN_MAIL_WORKER"] = "false" if no_worker else "true"
     typer.echo(f"Undersigned on {settings.base_url} (listening on {host}:{port})")
     if settings.mail_backend == "dev":
-        typer.echo(f"Dev mailbox: {settings.base_url}/dev/mail")
+        typer.echo(f"Dev mailbox: {urls.dev_mailbox_url(settings.base_url)}")
     uvicorn.run(
         "app.main:create_app_from_env",
         factory=True,
@@ -106,20 +111,19 @@ def serve(
 @cli.command()
 def worker() -> None:
     """Deliver the outbox until stopped (safe to run several)."""
+    from app.jobs import run_worker
     from app.mail.backends import make_backend
-    from app.mail.worker import run_worker
 
     settings = _settings()
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
     )
-    engine = make_engine(settings.database_url)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     typer.echo(f"Mail worker delivering through the {settings.mail_backend} backend.")
-    run_worker(make_sessionmaker(engine), make_backend(settings), settings=settings, stop=stop)
-    engine.dispose()
+    with _database(settings) as database:
+        run_worker(database, make_backend(settings), settings=settings, stop=stop)
 
 
 @cli.command()
@@ -176,13 +180,13 @@ def letter_create(
     except DomainError as exc:
         typer.echo(exc.detail, err=True)
         raise typer.Exit(1) from exc
-    typer.echo(f"Letter {slug!r} created ({status}): {settings.base_url}/letters/{slug}")
+    typer.echo(f"Letter {slug!r} created ({status}): {urls.letter_url(settings.base_url, slug)}")
 
 
 @cli.command()
 def purge() -> None:
     """Apply the retention rules now (the worker also does this hourly)."""
-    from app.retention import purge as apply_retention
+    from app.jobs import purge as apply_retention
 
     settings = _settings()
     with _transaction(settings) as session:

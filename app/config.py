@@ -6,16 +6,30 @@ import json
 import os
 import secrets
 from enum import StrEnum
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-TEMPLATES_DIR = PROJECT_ROOT / "templates"
-STATIC_DIR = PROJECT_ROOT / "static"
-MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
+
+def shipped_dir(name: str) -> Path:
+    """`templates`, `static` or `migrations`. They live at the top of the repository and
+    the wheel carries them inside the package (pyproject's force-include), so look in
+    the installed package first, then in the checkout beside it."""
+    packaged = resources.files("app") / name
+    if packaged.is_dir():
+        return Path(str(packaged))
+    checkout = Path(str(resources.files("app"))).parent / name
+    if checkout.is_dir():
+        return checkout
+    raise RuntimeError(f"{name}/ is missing from this installation of undersigned")
+
+
+TEMPLATES_DIR = shipped_dir("templates")
+STATIC_DIR = shipped_dir("static")
+MIGRATIONS_DIR = shipped_dir("migrations")
 
 
 class MailBackend(StrEnum):

@@ -1,4 +1,4 @@
-"""Engine, declarative base and the per-request session.
+"""Engine, declarative base, column types and the Database (sessions).
 
 SQLite is tuned for a small busy machine: WAL, foreign keys, a busy timeout and
 `secure_delete` (deleted personal data is overwritten, not left in free pages).
@@ -16,9 +16,18 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
-from weakref import WeakKeyDictionary
 
-from sqlalchemy import DateTime, Engine, Enum, MetaData, create_engine, event, make_url, text
+from sqlalchemy import (
+    Connection,
+    DateTime,
+    Engine,
+    Enum,
+    MetaData,
+    create_engine,
+    event,
+    make_url,
+    text,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -122,53 +131,61 @@ def _tune_sqlite(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False, autoflush=False)
+class Database:
+    """The one way to open a session: `read()` for requests that only read, `write()`
+    for one transaction. Made once per process (by `create_app`, the CLI, the worker,
+    tests and bench) and disposed at the end.
 
+    - `write()`: one transaction, committed when the block ends and rolled back on any
+      error; `BEGIN IMMEDIATE` on SQLite, so concurrent writers queue for the lock
+      instead of failing with "database is locked" when a read turns into a write.
+    - `read()`: no transaction at all (autocommit), so ending it costs no round trip.
+      Each statement sees committed data; a page that runs two queries may see a
+      signature arrive between them, which a page can live with. Never write through it.
 
-_variants: WeakKeyDictionary[Engine, dict[str, Engine]] = WeakKeyDictionary()
+    A session takes its connection at its first statement, so a request never holds one
+    while it waits for a thread.
+    """
 
-
-def _variant(engine: Engine, kind: str) -> Engine:
-    """The same engine and pool, with the READ or WRITE execution options."""
-    variants = _variants.setdefault(engine, {})
-    if kind not in variants:
-        if kind == "write":
-            variants[kind] = engine.execution_options(**WRITE)
-        elif engine.dialect.name == "sqlite":
-            variants[kind] = engine.execution_options(**READ)
+    def __init__(self, url: str, **engine_options: Any) -> None:
+        self.url = url
+        self.engine = make_engine(url, **engine_options)
+        self._writer = self.engine.execution_options(**WRITE)
+        if self.engine.dialect.name == "sqlite":
+            self._reader = self.engine.execution_options(**READ)
         else:
-            variants[kind] = engine.execution_options(**READ, isolation_level="AUTOCOMMIT")
-    return variants[kind]
+            self._reader = self.engine.execution_options(**READ, isolation_level="AUTOCOMMIT")
+        self._sessions = sessionmaker(expire_on_commit=False, autoflush=False)
 
+    @property
+    def dialect(self) -> str:
+        """ "sqlite" or "postgresql"."""
+        return self.engine.dialect.name
 
-def session_scope(factory: sessionmaker[Session], *, write: bool = False) -> Iterator[Session]:
-    """One transaction: commit on success, roll back on any error.
-
-    The connection is taken lazily, at the first statement, so a request never holds
-    one while it waits for a thread (FastAPI runs a dependency's set-up and the
-    endpoint in separate thread-pool calls)."""
-    bind = factory.kw["bind"]
-    with factory(bind=_variant(bind, "write")) if write else factory() as session:
-        try:
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        with self._sessions(bind=self._reader) as session:
             yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
 
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        with self._sessions(bind=self._writer) as session:
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
 
-@contextmanager
-def read_only_session(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """For requests that only read (GET pages and API): autocommit, no BEGIN/COMMIT.
+    @contextmanager
+    def write_connection(self) -> Iterator[Connection]:
+        """One transaction on a bare connection (migrations, which Alembic drives)."""
+        with self._writer.begin() as connection:
+            yield connection
 
-    Ending it is free (no round trip), so it can close on the event loop. Each
-    statement sees committed data; a page that runs two queries may see a signature
-    arrive between them, which a page can live with. Never write through it."""
-    with factory(bind=_variant(factory.kw["bind"], "read")) as session:
-        yield session
+    def ping(self) -> None:
+        with self._reader.connect() as connection:
+            connection.execute(text("SELECT 1"))
 
-
-def ping(engine: Engine) -> None:
-    with engine.connect() as connection:
-        connection.execute(text("SELECT 1"))
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -1,4 +1,5 @@
-"""create_app(settings): the whole web application, wired once."""
+"""create_app(settings): the whole web application, wired once: the Database, the
+in-process mail worker, middleware, error handlers and each domain's routers."""
 
 from __future__ import annotations
 
@@ -13,11 +14,16 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.responses import Response
 
+from app import urls
 from app.config import STATIC_DIR, MailBackend, Settings
-from app.db import make_engine, make_sessionmaker, ping
+from app.db import Database
+from app.jobs import run_worker
+from app.letters import api as letters_api
+from app.letters import pages as letters_pages
 from app.mail.backends import make_backend
-from app.mail.worker import run_worker
-from app.web import api, dev, errors, pages
+from app.signatures import api as signatures_api
+from app.signatures import pages as signatures_pages
+from app.web import dev, errors
 from app.web.security import BodyLimitMiddleware, SecurityMiddleware
 
 log = logging.getLogger("undersigned")
@@ -26,8 +32,7 @@ LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "testserver"}
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    engine = make_engine(settings.database_url)
-    factory = make_sessionmaker(engine)
+    database = Database(settings.database_url)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -36,7 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.run_mail_worker:
             worker = threading.Thread(
                 target=run_worker,
-                args=(factory, make_backend(settings)),
+                args=(database, make_backend(settings)),
                 kwargs={"settings": settings, "stop": stop},
                 name="mail-worker",
                 daemon=True,
@@ -49,7 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             stop.set()
             if worker is not None:
                 worker.join(timeout=30)
-            engine.dispose()
+            database.dispose()
 
     app = FastAPI(
         title="Undersigned",
@@ -61,30 +66,35 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.engine = engine
-    app.state.sessionmaker = factory
+    app.state.database = database
 
     # Our own body limit, not FastAPI's max_body_size: that one answers a bare
     # text/plain 413 outside every handler and middleware (no page, no headers).
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(SecurityMiddleware, secure=settings.secure_cookies)
     errors.install(app)
-    app.include_router(pages.router)
-    app.include_router(api.router)
+    for router in (
+        letters_pages.router,
+        signatures_pages.router,
+        letters_api.router,
+        signatures_api.router,
+    ):
+        app.include_router(router)
     if settings.mail_backend == MailBackend.DEV:
         app.include_router(dev.router)
         if urlsplit(settings.base_url).hostname not in LOCAL_HOSTS:
             log.warning(
                 "MAIL_BACKEND is dev but BASE_URL (%s) is not local: every email, with its "
-                "confirmation link, is readable by anyone at /dev/mail. Use MAIL_BACKEND=smtp.",
+                "confirmation link, is readable by anyone at %s. Use MAIL_BACKEND=smtp.",
                 settings.base_url,
+                urls.dev_mailbox_url(settings.base_url),
             )
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> Response:
         try:
-            ping(engine)
+            database.ping()
         except Exception as exc:
             log.warning("health check failed: %s", exc)
             return JSONResponse({"status": "error", "database": "unreachable"}, 503)

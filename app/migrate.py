@@ -1,5 +1,9 @@
 """Alembic, driven from code: `undersigned db upgrade`, `serve` and the tests use this.
 
+The configuration is built here rather than read from alembic.ini, so an installed
+wheel (which has no alembic.ini) migrates too; alembic.ini serves the `alembic` command
+in a checkout (`make migration`).
+
 Several app servers may start at once and each runs `upgrade`: on PostgreSQL an
 advisory lock, held for the migration's transaction, makes them take turns (the
 later ones then find nothing to do). SQLite's BEGIN IMMEDIATE does the same.
@@ -9,17 +13,18 @@ from __future__ import annotations
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, text
 
-from app.config import MIGRATIONS_DIR, PROJECT_ROOT
-from app.db import WRITE
+from app.config import MIGRATIONS_DIR
+from app.db import Database
 
 MIGRATION_LOCK = 0x756E6465  # any constant shared by every process; "unde" in ASCII
 
 
 def alembic_config() -> Config:
-    config = Config(str(PROJECT_ROOT / "alembic.ini"))
+    config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("path_separator", "os")
     config.attributes["configure_logging"] = False
     return config
 
@@ -32,11 +37,11 @@ def _locked(connection: Connection) -> Config:
     return config
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
-    with engine.execution_options(**WRITE).begin() as connection:
+def upgrade(database: Database, revision: str = "head") -> None:
+    with database.write_connection() as connection:
         command.upgrade(_locked(connection), revision)
 
 
-def downgrade(engine: Engine, revision: str = "base") -> None:
-    with engine.execution_options(**WRITE).begin() as connection:
+def downgrade(database: Database, revision: str = "base") -> None:
+    with database.write_connection() as connection:
         command.downgrade(_locked(connection), revision)

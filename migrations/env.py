@@ -8,7 +8,7 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import Connection
 
-from app.db import Base, make_engine
+from app.db import Base, Database
 from app.models import import_all
 
 import_all()
@@ -36,10 +36,12 @@ def run_migrations_online() -> None:
         return
     from app.config import Settings
 
-    engine = make_engine(Settings().database_url)
-    with engine.connect() as connection:
-        run_with(connection)
-    engine.dispose()
+    database = Database(Settings().database_url)
+    try:
+        with database.write_connection() as connection:
+            run_with(connection)
+    finally:
+        database.dispose()
 
 
 if context.is_offline_mode():

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect, select
 
-from app.db import make_engine, make_sessionmaker, utcnow
+from app.db import Database, utcnow
 from app.letters.models import Letter, LetterStatus
 
 TIMEOUT = 120
@@ -70,22 +70,22 @@ def run(tmp_path: Path, database_url: str) -> Run:
 
 
 def _letter(database_url: str, slug: str) -> Letter | None:
-    engine = make_engine(database_url)
+    database = Database(database_url)
     try:
-        with make_sessionmaker(engine)() as session:
+        with database.read() as session:
             return session.scalar(select(Letter).where(Letter.slug == slug))
     finally:
-        engine.dispose()
+        database.dispose()
 
 
 def test_db_upgrade_creates_the_schema(run: Run, database_url: str) -> None:
     result = run("db", "upgrade")
     assert "up to date" in result.stdout
-    engine = make_engine(database_url)
+    database = Database(database_url)
     try:
-        tables = set(inspect(engine).get_table_names())
+        tables = set(inspect(database.engine).get_table_names())
     finally:
-        engine.dispose()
+        database.dispose()
     assert {"letters", "letter_tallies", "signatures", "outbox_emails", "alembic_version"} <= tables
     run("db", "upgrade")  # a second run is a no-op, not an error
 

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from functools import partial
-
 import pytest
 from sqlalchemy import func, select, text
 
-from app.db import read_only_session, session_scope
+from app.db import Database
 from app.letters.models import Letter
-from tests.conftest import Database
-from tests.factories import make_letter
-
-transaction = contextmanager(partial(session_scope, write=True))
+from tests.support.factories import make_letter
 
 
 def test_a_read_only_session_opens_no_transaction(clean_database: Database) -> None:
-    with read_only_session(clean_database.factory) as session:
-        if clean_database.kind == "postgresql":
+    with clean_database.read() as session:
+        if clean_database.dialect == "postgresql":
             # Each statement is its own transaction: two calls, two transaction ids.
             first = session.scalar(text("SELECT txid_current()"))
             second = session.scalar(text("SELECT txid_current()"))
@@ -35,10 +29,10 @@ def test_a_write_after_a_read_on_the_same_pool_is_still_one_transaction(
 ) -> None:
     """The pool hands the read's connection back reset: a failed write rolls back."""
     for _ in range(3):
-        with read_only_session(clean_database.factory) as session:
+        with clean_database.read() as session:
             session.scalar(text("SELECT 1"))
-        with pytest.raises(RuntimeError), transaction(clean_database.factory) as session:
+        with pytest.raises(RuntimeError), clean_database.write() as session:
             make_letter(session, slug="rolled-back")
             raise RuntimeError("fail after the insert")
-    with read_only_session(clean_database.factory) as session:
+    with clean_database.read() as session:
         assert session.scalar(select(func.count()).select_from(Letter)) == 0

@@ -13,12 +13,14 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Engine, inspect, make_url, text
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, inspect, text
 
-from app.db import Base, make_engine
-from app.migrate import downgrade, upgrade
+from app.db import Base, Database
+from app.migrate import alembic_config, downgrade, upgrade
 from app.models import import_all
-from tests.conftest import PG_URL, postgres_test_url, skip_or_fail
+from tests.support.config import PG_URL, skip_or_fail
+from tests.support.databases import create_postgres_database, drop_postgres_database
 
 import_all()
 
@@ -26,29 +28,22 @@ EXPECTED_TABLES = {"letters", "letter_tallies", "signatures", "outbox_emails"}
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def fresh_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+def fresh_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
     """An empty database of this test's own."""
     if request.param == "sqlite":
-        engine = make_engine(f"sqlite:///{tmp_path / 'migrations.db'}")
-        yield engine
-        engine.dispose()
+        database = Database(f"sqlite:///{tmp_path / 'migrations.db'}")
+        yield database
+        database.dispose()
         return
     if not PG_URL:
         skip_or_fail("UNDERSIGNED_TEST_DATABASE_URL is not set")
-    url = postgres_test_url(PG_URL, f"undersigned_migr_{os.getpid()}")
-    engine = make_engine(url)
+    name = f"undersigned_migr_{os.getpid()}"
+    database = Database(create_postgres_database(PG_URL, name))
     try:
-        yield engine
+        yield database
     finally:
-        engine.dispose()
-        admin = make_engine(
-            make_url(url).set(database="postgres").render_as_string(hide_password=False),
-            isolation_level="AUTOCOMMIT",
-        )
-        with admin.connect() as connection:
-            name = make_url(url).database
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        database.dispose()
+        drop_postgres_database(PG_URL, name)
 
 
 def _tables(engine: Engine) -> set[str]:
@@ -69,42 +64,42 @@ def _differences(engine: Engine) -> list[object]:
         return list(compare_metadata(context, Base.metadata))
 
 
-def test_upgrade_downgrade_upgrade(fresh_engine: Engine) -> None:
-    assert _tables(fresh_engine) == set()
+def test_upgrade_downgrade_upgrade(fresh_database: Database) -> None:
+    assert _tables(fresh_database.engine) == set()
 
-    upgrade(fresh_engine)
-    assert _tables(fresh_engine) >= EXPECTED_TABLES | {"alembic_version"}
-    assert _current_revision(fresh_engine) is not None
+    upgrade(fresh_database)
+    assert _tables(fresh_database.engine) >= EXPECTED_TABLES | {"alembic_version"}
+    assert _current_revision(fresh_database.engine) is not None
 
-    downgrade(fresh_engine, "base")
-    assert _tables(fresh_engine) & EXPECTED_TABLES == set()
-    assert _current_revision(fresh_engine) is None
+    downgrade(fresh_database, "base")
+    assert _tables(fresh_database.engine) & EXPECTED_TABLES == set()
+    assert _current_revision(fresh_database.engine) is None
 
-    upgrade(fresh_engine)
-    assert _tables(fresh_engine) >= EXPECTED_TABLES
-    assert _differences(fresh_engine) == []
+    upgrade(fresh_database)
+    assert _tables(fresh_database.engine) >= EXPECTED_TABLES
+    assert _differences(fresh_database.engine) == []
 
 
-def test_migrations_match_the_models(fresh_engine: Engine) -> None:
+def test_migrations_match_the_models(fresh_database: Database) -> None:
     """Alembic autogenerate sees nothing to do: the migrations build exactly the models."""
-    upgrade(fresh_engine)
+    upgrade(fresh_database)
     assert set(Base.metadata.tables) == EXPECTED_TABLES
-    assert _differences(fresh_engine) == []
+    assert _differences(fresh_database.engine) == []
 
 
-def test_the_drift_check_can_fail(fresh_engine: Engine) -> None:
+def test_the_drift_check_can_fail(fresh_database: Database) -> None:
     """A table the models do not know about is reported: the check above is not vacuous."""
-    upgrade(fresh_engine)
-    with fresh_engine.begin() as connection:
+    upgrade(fresh_database)
+    with fresh_database.engine.begin() as connection:
         connection.execute(text("CREATE TABLE stray (id INTEGER PRIMARY KEY)"))
-    differences = _differences(fresh_engine)
+    differences = _differences(fresh_database.engine)
     assert any(diff[0] == "remove_table" and diff[1].name == "stray" for diff in differences)  # type: ignore[index]
 
 
 def test_sqlite_pragmas(tmp_path: Path) -> None:
-    engine = make_engine(f"sqlite:///{tmp_path / 'pragmas.db'}")
+    database = Database(f"sqlite:///{tmp_path / 'pragmas.db'}")
     try:
-        with engine.connect() as connection:
+        with database.engine.connect() as connection:
 
             def pragma(name: str) -> object:
                 return connection.exec_driver_sql(f"PRAGMA {name}").scalar()
@@ -116,10 +111,10 @@ def test_sqlite_pragmas(tmp_path: Path) -> None:
             assert isinstance(busy_timeout, int)
             assert busy_timeout > 0
     finally:
-        engine.dispose()
+        database.dispose()
 
 
-def test_servers_starting_together_migrate_once(fresh_engine: Engine) -> None:
+def test_servers_starting_together_migrate_once(fresh_database: Database) -> None:
     """`serve` migrates at start: several processes at once must take turns."""
     import threading
 
@@ -129,7 +124,7 @@ def test_servers_starting_together_migrate_once(fresh_engine: Engine) -> None:
     def start_one() -> None:
         barrier.wait()
         try:
-            upgrade(fresh_engine)
+            upgrade(fresh_database)
         except BaseException as exc:  # collected and asserted below
             errors.append(exc)
 
@@ -139,5 +134,12 @@ def test_servers_starting_together_migrate_once(fresh_engine: Engine) -> None:
     for thread in threads:
         thread.join(timeout=60)
     assert errors == []
-    assert _tables(fresh_engine) >= EXPECTED_TABLES
-    assert _differences(fresh_engine) == []
+    assert _tables(fresh_database.engine) >= EXPECTED_TABLES
+    assert _differences(fresh_database.engine) == []
+
+
+def test_there_is_one_head() -> None:
+    """Two revisions with the same parent (two branches merged without a merge
+    revision) would make `upgrade head` fail in production."""
+    heads = ScriptDirectory.from_config(alembic_config()).get_heads()
+    assert len(heads) == 1, f"several migration heads: {heads}"

@@ -5,7 +5,7 @@ from sqlalchemy.orm import Session
 from app.config import Settings
 from app.letters.service import get_public_letter
 from app.signatures.service import verify_signature
-from tests.factories import make_letter, sign, verify_token
+from tests.support.factories import make_letter, sign, verify_token
 
 
 def test_sign_and_verify_moves_the_tally(session: Session, settings: Settings) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, UTCDateTime, str_enum, utcnow
@@ -34,9 +34,6 @@ class OutboxEmail(Base):
     html_body: Mapped[str] = mapped_column(Text)
     headers: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     message_id: Mapped[str] = mapped_column(String(200))
-    signature_id: Mapped[int | None] = mapped_column(
-        ForeignKey("signatures.id", ondelete="SET NULL"), index=True
-    )
 
     status: Mapped[OutboxStatus] = mapped_column(
         str_enum(OutboxStatus, "outbox_status"),

@@ -25,11 +25,10 @@ def enqueue(
     kind: str,
     to: str,
     context: dict[str, Any],
-    signature_id: int | None = None,
 ) -> OutboxEmail:
     """Render `templates/emails/{kind}.jinja` (blocks subject, text, html) into the
     outbox, in the caller's transaction. The worker delivers it after commit."""
-    parts = render_blocks(f"emails/{kind}.jinja", {"base_url": settings.base_url, **context})
+    parts = render_blocks(f"emails/{kind}.jinja", context)
     email = OutboxEmail(
         kind=kind,
         to_address=to,
@@ -40,7 +39,6 @@ def enqueue(
         html_body=parts["html"],
         headers={},
         message_id=make_msgid(domain=urlsplit(settings.base_url).hostname or "localhost"),
-        signature_id=signature_id,
         status=OutboxStatus.PENDING,
         next_attempt_at=utcnow(),
     )

@@ -12,14 +12,13 @@ from __future__ import annotations
 import logging
 import random
 import secrets
-import threading
 from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from app.config import Settings
-from app.db import WRITE, utcnow
+from app.db import Database, utcnow
 from app.mail.backends import Backend, PermanentMailError, TransientMailError, build_message
 from app.mail.models import OutboxEmail, OutboxStatus
 
@@ -29,7 +28,6 @@ LEASE = timedelta(minutes=5)
 MAX_ATTEMPTS = 8
 BACKOFF_BASE_SECONDS = 30.0
 BACKOFF_CAP_SECONDS = 3600.0
-PURGE_EVERY = timedelta(hours=1)
 
 
 def backoff(attempts: int) -> timedelta:
@@ -71,7 +69,7 @@ def claim_batch(session: Session, *, now: datetime, limit: int) -> list[tuple[in
 
 
 def deliver_due(
-    factory: sessionmaker[Session],
+    database: Database,
     backend: Backend,
     *,
     settings: Settings,
@@ -80,12 +78,11 @@ def deliver_due(
 ) -> int:
     """One pass: claim, send, record. Returns how many were sent."""
     now = now or utcnow()
-    with factory() as session, session.begin():
-        session.connection(execution_options=WRITE)
+    with database.write() as session:
         claims = claim_batch(session, now=now, limit=limit)
     sent = 0
     for email_id, token in claims:
-        with factory() as session:
+        with database.read() as session:
             email = session.get(OutboxEmail, email_id)
             if email is None or email.claim_token != token:
                 # A slow send earlier in this batch outlived the lease and another
@@ -110,8 +107,7 @@ def deliver_due(
         else:
             outcome = {"status": OutboxStatus.SENT, "finished_at": utcnow(), "last_error": None}
             sent += 1
-        with factory() as session, session.begin():
-            session.connection(execution_options=WRITE)
+        with database.write() as session:
             session.execute(
                 update(OutboxEmail)
                 .where(OutboxEmail.id == email_id, OutboxEmail.claim_token == token)
@@ -132,29 +128,3 @@ def _retry_or_give_up(attempts: int, error: str) -> dict[str, object]:
 
 def _failed(reason: str) -> dict[str, object]:
     return {"status": OutboxStatus.FAILED, "finished_at": utcnow(), "last_error": reason[:1000]}
-
-
-def run_worker(
-    factory: sessionmaker[Session],
-    backend: Backend,
-    *,
-    settings: Settings,
-    stop: threading.Event,
-    poll_seconds: float = 1.0,
-) -> None:
-    """Deliver until `stop` is set; apply the retention rules once an hour."""
-    from app.retention import purge
-
-    next_purge = utcnow()
-    while not stop.is_set():
-        try:
-            if utcnow() >= next_purge:
-                with factory() as session, session.begin():
-                    session.connection(execution_options=WRITE)
-                    purge(session, settings=settings)
-                next_purge = utcnow() + PURGE_EVERY
-            if deliver_due(factory, backend, settings=settings):
-                continue  # more may be waiting
-        except Exception:
-            log.exception("mail worker pass failed; retrying")
-        stop.wait(poll_seconds)

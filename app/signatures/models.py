@@ -50,8 +50,8 @@ class Signature(Base):
 
     name: Mapped[str] = mapped_column(String(120))
     title: Mapped[str] = mapped_column(String(120), default="")
-    affiliation: Mapped[str] = mapped_column(String(200), default="")
-    location: Mapped[str] = mapped_column(String(120), default="")
+    organization: Mapped[str] = mapped_column(String(200), default="")
+    city: Mapped[str] = mapped_column(String(120), default="")
     comment: Mapped[str] = mapped_column(String(1000), default="")
 
     email: Mapped[str | None] = mapped_column(String(254))

@@ -76,8 +76,8 @@ class SignatureIn(BaseModel):
     name: Name = Field(max_length=120)
     email: Email = Field(max_length=254)
     title: Line = Field(default="", max_length=120)
-    affiliation: Line = Field(default="", max_length=200)
-    location: Line = Field(default="", max_length=120)
+    organization: Line = Field(default="", max_length=200)
+    city: Line = Field(default="", max_length=120)
     comment: Comment = Field(default="", max_length=1000)
     display: SignatureDisplay = SignatureDisplay.PUBLIC
     contact_ok: bool = False
@@ -88,8 +88,8 @@ class PublicSignature(BaseModel):
 
     name: str | None
     title: str | None
-    affiliation: str | None
-    location: str | None
+    organization: str | None
+    city: str | None
     verified_domain: str | None
     signed_on: date
 

@@ -18,14 +18,14 @@ from sqlalchemy import Select, case, delete, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from app import tokens
+from app import tokens, urls
 from app.config import Settings
 from app.db import utcnow
 from app.errors import InvalidToken, LetterClosedBeforeConfirmation, LetterNotOpen
 from app.letters.models import Letter
 from app.letters.service import add_to_tally, get_letter_for_signing
 from app.mail.service import enqueue
-from app.signatures.emails import email_domain, email_hash
+from app.signatures.addresses import email_domain, email_hash
 from app.signatures.models import Signature, SignatureDisplay, SignatureStatus
 from app.signatures.schemas import PublicSignature, SignatureIn
 
@@ -36,20 +36,15 @@ MAX_CURSOR = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
-class PendingConfirmation:
-    """What the confirm page shows to the holder of a valid link."""
+class SignatureWithLetter:
+    """What the verify page shows to the holder of a valid link."""
 
     signature: Signature
     letter: Letter
 
 
-def verify_url(settings: Settings, signature: Signature) -> str:
-    token = tokens.issue(settings.secret, tokens.Purpose.SIGNATURE_VERIFY, signature.public_id)
-    return f"{settings.base_url}/verify/{token}"
-
-
-def letter_url(settings: Settings, letter: Letter) -> str:
-    return f"{settings.base_url}/letters/{letter.slug}"
+def verify_token(settings: Settings, signature: Signature) -> str:
+    return tokens.issue(settings.secret, tokens.Purpose.SIGNATURE_VERIFY, signature.public_id)
 
 
 def sign_letter(session: Session, *, slug: str, data: SignatureIn, settings: Settings) -> None:
@@ -65,8 +60,8 @@ def sign_letter(session: Session, *, slug: str, data: SignatureIn, settings: Set
     fields = {
         "name": data.name,
         "title": data.title,
-        "affiliation": data.affiliation,
-        "location": data.location,
+        "organization": data.organization,
+        "city": data.city,
         "comment": data.comment,
         "display": data.display,
         "contact_ok": data.contact_ok,
@@ -95,7 +90,7 @@ def sign_letter(session: Session, *, slug: str, data: SignatureIn, settings: Set
     ).one()
     if signature.emails_sent >= MAX_EMAILS_PER_SIGNATURE:
         return
-    context = {"letter": letter, "letter_url": letter_url(settings, letter)}
+    context = {"letter": letter, "letter_url": urls.letter_url(settings.base_url, letter.slug)}
     match signature.status:
         case SignatureStatus.PENDING | SignatureStatus.WITHDRAWN:
             # The latest submission wins; the confirm page shows what will be published.
@@ -105,21 +100,16 @@ def sign_letter(session: Session, *, slug: str, data: SignatureIn, settings: Set
             signature.email = data.email
             signature.link_sent_at = now
             kind = "verify"
-            context["verify_url"] = verify_url(settings, signature)
+            context["verify_url"] = urls.verify_url(
+                settings.base_url, verify_token(settings, signature)
+            )
             context["max_age_days"] = settings.verify_max_age_days
         case SignatureStatus.VERIFIED:
             kind = "already_signed"
         case SignatureStatus.REMOVED:
             return  # removed by moderation: nothing to send, same answer
     signature.emails_sent += 1
-    enqueue(
-        session,
-        settings=settings,
-        kind=kind,
-        to=data.email,
-        context=context,
-        signature_id=signature.id,
-    )
+    enqueue(session, settings=settings, kind=kind, to=data.email, context=context)
     session.flush()
 
 
@@ -135,7 +125,7 @@ def _public_id_from(token: str, settings: Settings) -> str:
     return payload
 
 
-def _signature_with_letter(session: Session, public_id: str) -> PendingConfirmation:
+def _signature_with_letter(session: Session, public_id: str) -> SignatureWithLetter:
     row = session.execute(
         select(Signature, Letter).join(Letter).where(Signature.public_id == public_id)
     ).first()
@@ -143,15 +133,15 @@ def _signature_with_letter(session: Session, public_id: str) -> PendingConfirmat
         raise InvalidToken(
             "This link no longer points at a signature. Sign the letter again.", reason="gone"
         )
-    return PendingConfirmation(row[0], row[1])
+    return SignatureWithLetter(row[0], row[1])
 
 
-def read_confirmation(session: Session, *, token: str, settings: Settings) -> PendingConfirmation:
-    """For the confirm page (GET): checks the link, changes nothing."""
+def read_verification(session: Session, *, token: str, settings: Settings) -> SignatureWithLetter:
+    """For the verify page (GET): checks the link, changes nothing."""
     return _signature_with_letter(session, _public_id_from(token, settings))
 
 
-def verify_signature(session: Session, *, token: str, settings: Settings) -> PendingConfirmation:
+def verify_signature(session: Session, *, token: str, settings: Settings) -> SignatureWithLetter:
     """Pending -> verified, once. The tally moves in the same transaction."""
     public_id = _public_id_from(token, settings)
     found = _signature_with_letter(session, public_id)
@@ -189,16 +179,16 @@ def to_public(signature: Signature) -> PublicSignature:
         return PublicSignature(
             name=None,
             title=None,
-            affiliation=None,
-            location=None,
+            organization=None,
+            city=None,
             verified_domain=None,
             signed_on=signature.verified_at.date(),
         )
     return PublicSignature(
         name=signature.name,
         title=signature.title or None,
-        affiliation=signature.affiliation or None,
-        location=signature.location or None,
+        organization=signature.organization or None,
+        city=signature.city or None,
         verified_domain=None,  # badges come with the verified-domain feature
         signed_on=signature.verified_at.date(),
     )
@@ -213,7 +203,7 @@ def list_public_signatures(
     limit: int = PAGE_SIZE,
 ) -> tuple[list[PublicSignature], int | None]:
     """Newest first, keyset-paginated on id. A search matches public signers' names
-    and affiliations only, so it can never find an anonymous signer.
+    and organizations only, so it can never find an anonymous signer.
 
     Returns the page and the cursor for the next one (None on the last page)."""
     statement = _public_rows(letter_id)
@@ -223,7 +213,7 @@ def list_public_signatures(
             Signature.display == SignatureDisplay.PUBLIC,
             or_(
                 Signature.name.ilike(pattern, escape="\\"),
-                Signature.affiliation.ilike(pattern, escape="\\"),
+                Signature.organization.ilike(pattern, escape="\\"),
             ),
         )
     if after is not None:

@@ -1,21 +1,15 @@
-"""Typed dependencies: settings, the request's session, templates."""
+"""Typed dependencies for routes: the settings and the request's session."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Request
-from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
-from starlette.responses import Response
 
 from app.config import Settings
-from app.db import read_only_session, session_scope
-from app.templating import environment
-from app.web.security import csrf_token
-
-templates = Jinja2Templates(env=environment())
+from app.db import Database
 
 
 async def get_settings(request: Request) -> Settings:
@@ -23,30 +17,25 @@ async def get_settings(request: Request) -> Settings:
     return settings
 
 
+def get_database(request: Request) -> Database:
+    database: Database = request.app.state.database
+    return database
+
+
 async def _read_session(request: Request) -> AsyncIterator[Session]:
-    # Async on purpose: creating and closing a read-only session does no I/O (the
-    # connection is taken in the endpoint's thread), so it needs no thread hops.
-    with read_only_session(request.app.state.sessionmaker) as session:
+    # Async on purpose: opening and closing a read session does no I/O (the connection
+    # is taken in the endpoint's thread, and there is no COMMIT), so no thread hops.
+    with get_database(request).read() as session:
         yield session
 
 
 def _write_session(request: Request) -> Iterator[Session]:
-    yield from session_scope(request.app.state.sessionmaker, write=True)
+    with get_database(request).write() as session:
+        yield session
 
 
-# Writes: one transaction per request. scope="function": commit before the response
-# leaves, so a redirect is never sent for a change that then fails to commit.
+# scope="function": the write transaction commits before the response leaves, so a
+# redirect is never sent for a change that then fails to commit.
 ReadSession = Annotated[Session, Depends(_read_session, scope="function")]
 WriteSession = Annotated[Session, Depends(_write_session, scope="function")]
 AppSettings = Annotated[Settings, Depends(get_settings)]
-
-
-def render(
-    request: Request,
-    name: str,
-    context: dict[str, Any] | None = None,
-    *,
-    status_code: int = 200,
-) -> Response:
-    base = {"csrf_token": lambda: csrf_token(request), "settings": request.app.state.settings}
-    return templates.TemplateResponse(request, name, {**base, **(context or {})}, status_code)

@@ -8,9 +8,10 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from app.mail.backends import dev_mailbox
-from app.web.deps import AppSettings, render
+from app.web.deps import AppSettings
+from app.web.rendering import render
 
-router = APIRouter()
+router = APIRouter(include_in_schema=False)
 
 
 def _text_part(message: EmailMessage) -> str:

@@ -9,11 +9,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from app.errors import DomainError, InvalidToken
-from app.web.deps import render
+from app.web.rendering import render
 from app.web.security import security_headers
 
 log = logging.getLogger("undersigned.web")
@@ -28,6 +29,38 @@ HTTP_CODES = {
     429: ("too_many_requests", "Too many requests. Wait a little and try again."),
     500: ("server_error", "Something went wrong on our side. Please try again."),
 }
+
+
+class ErrorOut(BaseModel):
+    """Every error the JSON API sends."""
+
+    error: str = Field(description="A stable code, such as `letter_not_found`.")
+    detail: str = Field(description="What went wrong, in words for a person.")
+    fields: dict[str, str] | None = Field(
+        default=None, description="For `invalid_input`: the first problem of each field."
+    )
+    reason: str | None = Field(
+        default=None, description="For `invalid_token`: `invalid`, `expired` or `gone`."
+    )
+    expired: bool | None = Field(default=None, description="For `invalid_token`.")
+
+
+ERROR_DESCRIPTIONS = {
+    400: "The link or token is not valid, has expired, or points at nothing.",
+    404: "There is no published letter at this address.",
+    409: "The letter is not open for signatures.",
+    413: "The request body is larger than the server accepts.",
+    415: "The body is not JSON.",
+    422: "Some input is not valid; `fields` says which.",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for the errors a JSON route can send, all as `ErrorOut`."""
+    return {
+        status: {"model": ErrorOut, "description": ERROR_DESCRIPTIONS[status]}
+        for status in statuses
+    }
 
 
 def _is_api(request: Request) -> bool:

@@ -16,7 +16,7 @@ from app.letters.service import (
     publish_letter,
     render_markdown,
 )
-from tests.factories import make_letter
+from tests.support.factories import make_letter
 
 
 class _Elements(HTMLParser):

@@ -2,118 +2,21 @@
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from email import policy
-from email.message import EmailMessage
-from email.parser import BytesParser
 from pathlib import Path
-from typing import Any, Literal
 
 import pytest
-from aiosmtpd.controller import Controller
-from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import MailBackend, Settings
-from app.db import session_scope
-from tests.conftest import Database, make_settings
-
-committed = contextlib.contextmanager(session_scope)
-"""`with committed(factory, write=True) as session:` one transaction that really commits."""
-
-Stage = Literal["rcpt", "data"]
-
-
-def free_port() -> int:
-    """A loopback port that nothing listens on (at the moment of asking)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@dataclass
-class Received:
-    mail_from: str
-    rcpt_tos: list[str]
-    content: bytes
-
-    @property
-    def message(self) -> EmailMessage:
-        parsed = BytesParser(policy=policy.default).parsebytes(self.content)
-        assert isinstance(parsed, EmailMessage)
-        return parsed
-
-
-@dataclass
-class SmtpServer:
-    """Records what it accepts; can refuse the next deliveries on purpose.
-
-    `refuse("451 ...", times=2)` refuses the next two deliveries, `times=None` all of
-    them; `at` says whether the refusal answers RCPT TO or the end of DATA.
-    """
-
-    host: str
-    port: int
-    received: list[Received] = field(default_factory=list)
-    attempts: int = 0
-    _reply: str | None = None
-    _times: int | None = 0
-    _stage: Stage = "data"
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def refuse(self, reply: str, *, times: int | None = 1, at: Stage = "data") -> None:
-        with self._lock:
-            self._reply, self._times, self._stage = reply, times, at
-
-    def _refusal(self, stage: Stage) -> str | None:
-        """Counts one attempt per delivery, at the stage where refusals happen."""
-        with self._lock:
-            if stage != self._stage:
-                return None
-            self.attempts += 1
-            if self._reply is None or self._times == 0:
-                return None
-            if self._times is not None:
-                self._times -= 1
-            return self._reply
-
-    # aiosmtpd handler hooks (run on the controller's event-loop thread)
-    async def handle_RCPT(
-        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any
-    ) -> str:
-        refusal = self._refusal("rcpt")
-        if refusal:
-            return refusal
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        refusal = self._refusal("data")
-        if refusal:
-            return refusal
-        with self._lock:
-            self.received.append(
-                Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.content))
-            )
-        return "250 Message accepted for delivery"
-
-    def messages(self) -> list[EmailMessage]:
-        with self._lock:
-            return [item.message for item in self.received]
+from app.db import Database
+from tests.support.config import make_settings
+from tests.support.smtp import SmtpServer, running_smtp_server
 
 
 @pytest.fixture
 def smtp_server() -> Iterator[SmtpServer]:
-    server = SmtpServer(host="127.0.0.1", port=free_port())
-    controller = Controller(server, hostname=server.host, port=server.port)
-    controller.start()
-    try:
+    with running_smtp_server() as server:
         yield server
-    finally:
-        controller.stop()
 
 
 @pytest.fixture
@@ -129,5 +32,6 @@ def smtp_settings(tmp_path: Path, clean_database: Database, smtp_server: SmtpSer
 
 
 @pytest.fixture
-def factory(clean_database: Database) -> sessionmaker[Session]:
-    return clean_database.factory
+def db(clean_database: Database) -> Database:
+    """The test's database, empty at the start; work in it really commits."""
+    return clean_database

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import MailBackend, Settings
-from app.db import WRITE, utcnow
+from app.db import Database, utcnow
 from app.letters.service import get_public_letter
 from app.mail import worker
 from app.mail.backends import DevMailbox, SmtpBackend, make_backend
@@ -24,34 +23,35 @@ from app.mail.models import OutboxEmail, OutboxStatus
 from app.mail.worker import LEASE, MAX_ATTEMPTS, backoff, claim_batch, deliver_due
 from app.signatures.models import SignatureStatus
 from app.signatures.service import sign_letter, verify_signature
-from tests.conftest import Database, make_settings
-from tests.factories import make_letter, signature_in
-from tests.mail.conftest import SmtpServer, committed, free_port
+from tests.support.config import make_settings
+from tests.support.factories import make_letter, signature_in
+from tests.support.ports import free_port
+from tests.support.smtp import SmtpServer
 
 VERIFY_LINK = re.compile(r"(\S+)/verify/([A-Za-z0-9_\-.]+)")
 
 
-def sign_committed(factory: sessionmaker[Session], settings: Settings, email: str) -> str:
+def sign_committed(db: Database, settings: Settings, email: str) -> str:
     """A new open letter signed by `email`, committed; returns the letter's slug."""
-    with committed(factory, write=True) as session:
+    with db.write() as session:
         slug = make_letter(session).slug
-    with committed(factory, write=True) as session:
+    with db.write() as session:
         sign_letter(session, slug=slug, data=signature_in(email=email), settings=settings)
     return slug
 
 
-def add_signer(factory: sessionmaker[Session], settings: Settings, slug: str, email: str) -> None:
-    with committed(factory, write=True) as session:
+def add_signer(db: Database, settings: Settings, slug: str, email: str) -> None:
+    with db.write() as session:
         sign_letter(session, slug=slug, data=signature_in(email=email), settings=settings)
 
 
-def outbox(factory: sessionmaker[Session]) -> list[OutboxEmail]:
-    with factory() as session:
+def outbox(db: Database) -> list[OutboxEmail]:
+    with db.read() as session:
         return list(session.scalars(select(OutboxEmail).order_by(OutboxEmail.id)))
 
 
-def only_row(factory: sessionmaker[Session]) -> OutboxEmail:
-    rows = outbox(factory)
+def only_row(db: Database) -> OutboxEmail:
+    rows = outbox(db)
     assert len(rows) == 1, rows
     return rows[0]
 
@@ -60,19 +60,19 @@ def only_row(factory: sessionmaker[Session]) -> OutboxEmail:
 
 
 def test_signing_email_arrives_and_its_link_verifies(
-    factory: sessionmaker[Session], smtp_settings: Settings, smtp_server: SmtpServer
+    db: Database, smtp_settings: Settings, smtp_server: SmtpServer
 ) -> None:
     settings = smtp_settings
-    slug = sign_committed(factory, settings, "ada@example.org")
+    slug = sign_committed(db, settings, "ada@example.org")
 
-    assert deliver_due(factory, SmtpBackend(settings), settings=settings) == 1
+    assert deliver_due(db, SmtpBackend(settings), settings=settings) == 1
 
     assert len(smtp_server.received) == 1
     envelope = smtp_server.received[0]
     assert envelope.rcpt_tos == ["ada@example.org"]
     assert envelope.mail_from == parseaddr(settings.mail_from)[1]
     message = envelope.message
-    row = only_row(factory)
+    row = only_row(db)
     assert message["To"] == "ada@example.org"
     assert message["From"] == settings.mail_from
     assert message["Message-ID"] == row.message_id
@@ -91,13 +91,13 @@ def test_signing_email_arrives_and_its_link_verifies(
     token = found.group(2)
     assert f"{settings.base_url}/verify/{token}" in html_part.get_content()
 
-    with committed(factory, write=True) as session:
+    with db.write() as session:
         confirmation = verify_signature(session, token=token, settings=settings)
         assert confirmation.signature.status == SignatureStatus.VERIFIED
-    with factory() as session:
+    with db.read() as session:
         assert get_public_letter(session, slug=slug).signature_count == 1
     # Nothing more to send: the worker does not send the same email twice.
-    assert deliver_due(factory, SmtpBackend(settings), settings=settings) == 0
+    assert deliver_due(db, SmtpBackend(settings), settings=settings) == 0
     assert len(smtp_server.received) == 1
 
 
@@ -106,19 +106,19 @@ def test_signing_email_arrives_and_its_link_verifies(
 
 @pytest.mark.parametrize("stage", ["data", "rcpt"])
 def test_transient_refusal_is_retried_after_backoff(
-    factory: sessionmaker[Session],
+    db: Database,
     smtp_settings: Settings,
     smtp_server: SmtpServer,
     stage: str,
 ) -> None:
     settings = smtp_settings
-    sign_committed(factory, settings, "grace@example.org")
+    sign_committed(db, settings, "grace@example.org")
     smtp_server.refuse("451 4.3.0 Try again later", times=1, at=stage)  # type: ignore[arg-type]
     backend = SmtpBackend(settings)
 
     start = utcnow()
-    assert deliver_due(factory, backend, settings=settings, now=start) == 0
-    row = only_row(factory)
+    assert deliver_due(db, backend, settings=settings, now=start) == 0
+    row = only_row(db)
     assert row.status == OutboxStatus.PENDING
     assert row.attempts == 1
     assert row.last_error is not None and "451" in row.last_error
@@ -130,13 +130,13 @@ def test_transient_refusal_is_retried_after_backoff(
 
     # Not yet due: nothing is claimed or sent.
     early = row.next_attempt_at - timedelta(seconds=1)
-    assert deliver_due(factory, backend, settings=settings, now=early) == 0
+    assert deliver_due(db, backend, settings=settings, now=early) == 0
     assert smtp_server.received == []
-    assert only_row(factory).attempts == 1
+    assert only_row(db).attempts == 1
 
-    assert deliver_due(factory, backend, settings=settings, now=row.next_attempt_at) == 1
+    assert deliver_due(db, backend, settings=settings, now=row.next_attempt_at) == 1
     assert [r.rcpt_tos for r in smtp_server.received] == [["grace@example.org"]]
-    row = only_row(factory)
+    row = only_row(db)
     assert row.status == OutboxStatus.SENT
     assert row.attempts == 2
     assert row.last_error is None
@@ -162,18 +162,18 @@ def test_backoff_grows_exponentially_with_bounded_jitter(monkeypatch: pytest.Mon
 
 @pytest.mark.parametrize("stage", ["data", "rcpt"])
 def test_permanent_refusal_fails_without_retry(
-    factory: sessionmaker[Session],
+    db: Database,
     smtp_settings: Settings,
     smtp_server: SmtpServer,
     stage: str,
 ) -> None:
     settings = smtp_settings
-    sign_committed(factory, settings, "nobody@example.org")
+    sign_committed(db, settings, "nobody@example.org")
     smtp_server.refuse("550 5.1.1 No such user here", times=None, at=stage)  # type: ignore[arg-type]
     backend = SmtpBackend(settings)
 
-    assert deliver_due(factory, backend, settings=settings) == 0
-    row = only_row(factory)
+    assert deliver_due(db, backend, settings=settings) == 0
+    row = only_row(db)
     assert row.status == OutboxStatus.FAILED
     assert row.last_error is not None
     assert "550" in row.last_error and "No such user here" in row.last_error
@@ -182,13 +182,13 @@ def test_permanent_refusal_fails_without_retry(
 
     # Never tried again, however late it gets.
     later = utcnow() + timedelta(days=1)
-    assert deliver_due(factory, backend, settings=settings, now=later) == 0
+    assert deliver_due(db, backend, settings=settings, now=later) == 0
     assert smtp_server.attempts == 1
-    assert only_row(factory).status == OutboxStatus.FAILED
+    assert only_row(db).status == OutboxStatus.FAILED
 
 
 def test_connection_refused_is_transient(
-    tmp_path: Path, factory: sessionmaker[Session], clean_database: Database
+    tmp_path: Path, db: Database, clean_database: Database
 ) -> None:
     settings = make_settings(
         tmp_path,
@@ -198,11 +198,11 @@ def test_connection_refused_is_transient(
         smtp_port=free_port(),  # nothing listens there
         smtp_timeout_seconds=5.0,
     )
-    sign_committed(factory, settings, "ada@example.org")
+    sign_committed(db, settings, "ada@example.org")
     start = utcnow()
 
-    assert deliver_due(factory, SmtpBackend(settings), settings=settings, now=start) == 0
-    row = only_row(factory)
+    assert deliver_due(db, SmtpBackend(settings), settings=settings, now=start) == 0
+    row = only_row(db)
     assert row.status == OutboxStatus.PENDING
     assert row.attempts == 1
     assert row.last_error is not None and "ConnectionRefused" in row.last_error
@@ -213,17 +213,17 @@ def test_connection_refused_is_transient(
 
 
 def test_gives_up_after_max_attempts(
-    factory: sessionmaker[Session], smtp_settings: Settings, smtp_server: SmtpServer
+    db: Database, smtp_settings: Settings, smtp_server: SmtpServer
 ) -> None:
     settings = smtp_settings
-    sign_committed(factory, settings, "ada@example.org")
+    sign_committed(db, settings, "ada@example.org")
     smtp_server.refuse("421 4.7.0 Try again later", times=None)
     backend = SmtpBackend(settings)
 
     now = utcnow()
     for attempt in range(1, MAX_ATTEMPTS + 1):
-        assert deliver_due(factory, backend, settings=settings, now=now) == 0
-        row = only_row(factory)
+        assert deliver_due(db, backend, settings=settings, now=now) == 0
+        row = only_row(db)
         assert row.attempts == attempt
         if attempt < MAX_ATTEMPTS:
             assert row.status == OutboxStatus.PENDING, attempt
@@ -235,7 +235,7 @@ def test_gives_up_after_max_attempts(
     assert "421" in row.last_error
     assert row.finished_at is not None
 
-    assert deliver_due(factory, backend, settings=settings, now=now + timedelta(days=1)) == 0
+    assert deliver_due(db, backend, settings=settings, now=now + timedelta(days=1)) == 0
     assert smtp_server.attempts == MAX_ATTEMPTS
     assert smtp_server.received == []
 
@@ -243,21 +243,20 @@ def test_gives_up_after_max_attempts(
 # 4. Leases -----------------------------------------------------------------------------
 
 
-def claim_and_crash(factory: sessionmaker[Session], now: datetime) -> list[tuple[int, str]]:
+def claim_and_crash(db: Database, now: datetime) -> list[tuple[int, str]]:
     """A worker that claims a batch, commits, and dies before sending."""
-    with factory() as session, session.begin():
-        session.connection(execution_options=WRITE)
+    with db.write() as session:
         return claim_batch(session, now=now, limit=20)
 
 
 def test_expired_lease_is_claimed_again_and_delivered(
-    factory: sessionmaker[Session], smtp_settings: Settings, smtp_server: SmtpServer
+    db: Database, smtp_settings: Settings, smtp_server: SmtpServer
 ) -> None:
     settings = smtp_settings
-    sign_committed(factory, settings, "ada@example.org")
+    sign_committed(db, settings, "ada@example.org")
     crashed_at = utcnow()
-    [(email_id, crashed_token)] = claim_and_crash(factory, crashed_at)
-    row = only_row(factory)
+    [(email_id, crashed_token)] = claim_and_crash(db, crashed_at)
+    row = only_row(db)
     assert row.status == OutboxStatus.SENDING
     assert row.claim_token == crashed_token
     assert row.lease_expires_at == crashed_at + LEASE
@@ -265,14 +264,14 @@ def test_expired_lease_is_claimed_again_and_delivered(
 
     # While the lease holds, nobody else takes it.
     for now in (crashed_at, crashed_at + LEASE - timedelta(seconds=1), crashed_at + LEASE):
-        assert deliver_due(factory, backend, settings=settings, now=now) == 0
+        assert deliver_due(db, backend, settings=settings, now=now) == 0
     assert smtp_server.received == []
-    assert only_row(factory).claim_token == crashed_token
+    assert only_row(db).claim_token == crashed_token
 
     after_lease = crashed_at + LEASE + timedelta(seconds=1)
-    assert deliver_due(factory, backend, settings=settings, now=after_lease) == 1
+    assert deliver_due(db, backend, settings=settings, now=after_lease) == 1
     assert len(smtp_server.received) == 1
-    row = only_row(factory)
+    row = only_row(db)
     assert row.id == email_id
     assert row.status == OutboxStatus.SENT
     assert row.attempts == 2
@@ -280,25 +279,25 @@ def test_expired_lease_is_claimed_again_and_delivered(
 
 
 def test_stale_worker_does_not_overwrite_the_new_outcome(
-    factory: sessionmaker[Session], smtp_settings: Settings, smtp_server: SmtpServer
+    db: Database, smtp_settings: Settings, smtp_server: SmtpServer
 ) -> None:
     """Worker A claims, then stalls in `send` past its lease; worker B re-claims and
     delivers; then A's send fails. A's outcome must not touch B's result."""
     settings = smtp_settings
-    sign_committed(factory, settings, "ada@example.org")
+    sign_committed(db, settings, "ada@example.org")
     start = utcnow()
     b_sent: list[int] = []
 
     class StallingBackend:
         def send(self, message: object) -> None:
             later = start + LEASE + timedelta(seconds=1)
-            b_sent.append(deliver_due(factory, SmtpBackend(settings), settings=settings, now=later))
+            b_sent.append(deliver_due(db, SmtpBackend(settings), settings=settings, now=later))
             raise worker.TransientMailError("timed out after a long stall")
 
-    assert deliver_due(factory, StallingBackend(), settings=settings, now=start) == 0
+    assert deliver_due(db, StallingBackend(), settings=settings, now=start) == 0
     assert b_sent == [1]
     assert len(smtp_server.received) == 1
-    row = only_row(factory)
+    row = only_row(db)
     assert row.status == OutboxStatus.SENT
     assert row.last_error is None
     assert row.finished_at is not None
@@ -309,14 +308,14 @@ def test_stale_worker_does_not_overwrite_the_new_outcome(
 
 
 def test_concurrent_claims_get_disjoint_rows(
-    clean_database: Database, factory: sessionmaker[Session], tmp_path: Path
+    clean_database: Database, db: Database, tmp_path: Path
 ) -> None:
     """PostgreSQL: FOR UPDATE SKIP LOCKED, the second claimer neither waits nor takes
     the first one's rows. SQLite: BEGIN IMMEDIATE, the second waits for the first."""
     settings = make_settings(tmp_path, clean_database.url)
-    with committed(factory, write=True) as session:
+    with db.write() as session:
         slug = make_letter(session).slug
-    with committed(factory, write=True) as session:
+    with db.write() as session:
         for n in range(6):
             data = signature_in(email=f"signer{n}@example.org")
             sign_letter(session, slug=slug, data=data, settings=settings)
@@ -326,23 +325,21 @@ def test_concurrent_claims_get_disjoint_rows(
 
     def claim_in_other_session() -> None:
         try:
-            with factory() as other, other.begin():
-                connection = other.connection(execution_options=WRITE)
-                if clean_database.kind == "postgresql":
+            with db.write() as other:
+                if clean_database.dialect == "postgresql":
                     # Fail loudly instead of hanging if SKIP LOCKED ever waits.
-                    connection.exec_driver_sql("SET LOCAL lock_timeout = '5s'")
+                    other.connection().exec_driver_sql("SET LOCAL lock_timeout = '5s'")
                 second.append(claim_batch(other, now=now, limit=20))
         except BaseException as exc:
             errors.append(exc)
 
-    with factory() as first, first.begin():
-        first.connection(execution_options=WRITE)
+    with db.write() as first:
         first_claims = claim_batch(first, now=now, limit=2)
         assert len(first_claims) == 2
         thread = threading.Thread(target=claim_in_other_session)
         thread.start()
-        thread.join(timeout=10 if clean_database.kind == "postgresql" else 0.5)
-        if clean_database.kind == "postgresql":
+        thread.join(timeout=10 if clean_database.dialect == "postgresql" else 0.5)
+        if clean_database.dialect == "postgresql":
             assert not thread.is_alive(), "the second claimer waited for the first"
         else:
             assert thread.is_alive(), "SQLite writers should be serialised"
@@ -357,8 +354,8 @@ def test_concurrent_claims_get_disjoint_rows(
     # after the first committed, when those rows were leased and no longer due.
     assert first_ids.isdisjoint(second_ids)
     assert len(second_ids) == 4
-    assert first_ids | second_ids == {row.id for row in outbox(factory)}
-    rows = outbox(factory)
+    assert first_ids | second_ids == {row.id for row in outbox(db)}
+    rows = outbox(db)
     assert all(row.status == OutboxStatus.SENDING and row.attempts == 1 for row in rows)
 
 
@@ -366,37 +363,37 @@ def test_concurrent_claims_get_disjoint_rows(
 
 
 def test_dev_mailbox_writes_a_parsable_eml(
-    tmp_path: Path, clean_database: Database, factory: sessionmaker[Session]
+    tmp_path: Path, clean_database: Database, db: Database
 ) -> None:
     settings = make_settings(tmp_path, clean_database.url, mail_backend=MailBackend.DEV)
     backend = make_backend(settings)
     assert isinstance(backend, DevMailbox)
-    sign_committed(factory, settings, "ada@example.org")
+    sign_committed(db, settings, "ada@example.org")
 
-    assert deliver_due(factory, backend, settings=settings) == 1
+    assert deliver_due(db, backend, settings=settings) == 1
 
     directory = settings.data_dir / "dev-mail"
     files = list(directory.iterdir())
     assert [path.suffix for path in files] == [".eml"]  # no temporary file left behind
     [message] = backend.messages()
     assert message["To"] == "ada@example.org"
-    assert message["Message-ID"] == only_row(factory).message_id
+    assert message["Message-ID"] == only_row(db).message_id
     text_part = message.get_body(preferencelist=("plain",))
     html_part = message.get_body(preferencelist=("html",))
     assert text_part is not None and html_part is not None
     assert html_part.get_content_type() == "text/html"
     assert f"{settings.base_url}/verify/" in text_part.get_content()
-    assert only_row(factory).status == OutboxStatus.SENT
+    assert only_row(db).status == OutboxStatus.SENT
 
 
 def test_worker_that_lost_its_lease_does_not_send_the_rest_of_its_batch(
-    factory: sessionmaker[Session], smtp_settings: Settings, smtp_server: SmtpServer
+    db: Database, smtp_settings: Settings, smtp_server: SmtpServer
 ) -> None:
     """Worker A claims two emails and stalls on the first past its lease; worker B
     takes both over and sends them. A must not then send the second one again."""
     settings = smtp_settings
-    slug = sign_committed(factory, settings, "ada@example.org")
-    add_signer(factory, settings, slug, "bob@example.org")
+    slug = sign_committed(db, settings, "ada@example.org")
+    add_signer(db, settings, slug, "bob@example.org")
     start = utcnow()
     smtp = SmtpBackend(settings)
     b_sent: list[int] = []
@@ -405,13 +402,13 @@ def test_worker_that_lost_its_lease_does_not_send_the_rest_of_its_batch(
         def send(self, message: EmailMessage) -> None:
             if not b_sent:
                 later = start + LEASE + timedelta(seconds=1)
-                b_sent.append(deliver_due(factory, smtp, settings=settings, now=later))
+                b_sent.append(deliver_due(db, smtp, settings=settings, now=later))
             smtp.send(message)
 
-    deliver_due(factory, StallsOnce(), settings=settings, now=start)
+    deliver_due(db, StallsOnce(), settings=settings, now=start)
 
     assert b_sent == [2]
-    first, second = outbox(factory)
+    first, second = outbox(db)
     received_ids = [message["Message-ID"] for message in smtp_server.messages()]
     # A was already sending the first one when it lost the lease (at least once);
     # it had not started the second, so that one goes out once.
@@ -420,11 +417,11 @@ def test_worker_that_lost_its_lease_does_not_send_the_rest_of_its_batch(
 
 
 def test_unexpected_error_in_one_email_does_not_stall_the_batch(
-    factory: sessionmaker[Session], smtp_settings: Settings, smtp_server: SmtpServer
+    db: Database, smtp_settings: Settings, smtp_server: SmtpServer
 ) -> None:
     settings = smtp_settings
-    slug = sign_committed(factory, settings, "broken@example.org")
-    add_signer(factory, settings, slug, "bob@example.org")
+    slug = sign_committed(db, settings, "broken@example.org")
+    add_signer(db, settings, slug, "bob@example.org")
     smtp = SmtpBackend(settings)
 
     class BreaksOnOne:
@@ -434,8 +431,8 @@ def test_unexpected_error_in_one_email_does_not_stall_the_batch(
             smtp.send(message)
 
     start = utcnow()
-    assert deliver_due(factory, BreaksOnOne(), settings=settings, now=start) == 1
-    broken, fine = outbox(factory)
+    assert deliver_due(db, BreaksOnOne(), settings=settings, now=start) == 1
+    broken, fine = outbox(db)
     assert fine.status == OutboxStatus.SENT
     assert [r.rcpt_tos for r in smtp_server.received] == [["bob@example.org"]]
     # The broken one is retried later like a transient failure, not left `sending`.
@@ -446,14 +443,14 @@ def test_unexpected_error_in_one_email_does_not_stall_the_batch(
 
 
 def test_letter_title_with_a_line_break_still_makes_a_valid_subject(
-    factory: sessionmaker[Session], smtp_settings: Settings, smtp_server: SmtpServer
+    db: Database, smtp_settings: Settings, smtp_server: SmtpServer
 ) -> None:
     settings = smtp_settings
-    with committed(factory, write=True) as session:
+    with db.write() as session:
         slug = make_letter(session, title="Cancel the contracts\r\nBcc: everyone@example.org").slug
-    add_signer(factory, settings, slug, "ada@example.org")
+    add_signer(db, settings, slug, "ada@example.org")
 
-    assert deliver_due(factory, SmtpBackend(settings), settings=settings) == 1
+    assert deliver_due(db, SmtpBackend(settings), settings=settings) == 1
 
     [received] = smtp_server.received
     assert received.rcpt_tos == ["ada@example.org"]

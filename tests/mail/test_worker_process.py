@@ -9,18 +9,17 @@ import sys
 import time
 from pathlib import Path
 
-from sqlalchemy.orm import Session, sessionmaker
-
 from app.config import Settings
+from app.db import Database
 from app.mail.models import OutboxStatus
-from tests.mail.conftest import SmtpServer
 from tests.mail.test_worker import only_row, sign_committed
+from tests.support.smtp import SmtpServer
 
 
 def test_the_worker_command_delivers_and_stops_cleanly(
-    factory: sessionmaker[Session], smtp_settings: Settings, smtp_server: SmtpServer
+    db: Database, smtp_settings: Settings, smtp_server: SmtpServer
 ) -> None:
-    sign_committed(factory, smtp_settings, "grace@example.org")
+    sign_committed(db, smtp_settings, "grace@example.org")
     env = {key: value for key, value in os.environ.items() if not key.startswith("UNDERSIGNED_")}
     env.update(
         UNDERSIGNED_DATABASE_URL=smtp_settings.database_url,
@@ -53,4 +52,4 @@ def test_the_worker_command_delivers_and_stops_cleanly(
             worker.kill()
     assert worker.returncode == 0, output
     assert "Mail worker delivering through the smtp backend" in output
-    assert only_row(factory).status == OutboxStatus.SENT
+    assert only_row(db).status == OutboxStatus.SENT

@@ -20,36 +20,36 @@ from sqlalchemy.orm import Session
 
 from app import tokens
 from app.config import Settings
-from app.db import utcnow
+from app.db import Database, utcnow
 from app.errors import InvalidToken, LetterNotFound, LetterNotOpen
 from app.letters.models import Letter, LetterStatus, LetterTally
 from app.letters.service import get_public_letter
 from app.mail.models import OutboxEmail, OutboxStatus
-from app.signatures.emails import email_hash
+from app.signatures.addresses import email_hash
 from app.signatures.models import Signature, SignatureDisplay, SignatureStatus
 from app.signatures.schemas import PublicSignature
 from app.signatures.service import (
     MAX_EMAILS_PER_SIGNATURE,
     list_public_signatures,
-    read_confirmation,
+    read_verification,
     recent_public_signers,
     sign_letter,
     verify_signature,
 )
-from tests.conftest import Database, make_settings
-from tests.factories import make_letter, sign, signature_in, verify_token
+from tests.support.config import make_settings
+from tests.support.factories import make_letter, sign, signature_in, verify_token
 
 # --- helpers -------------------------------------------------------------------------
 
 
-def outbox_of(session: Session, signature: Signature) -> list[OutboxEmail]:
-    return list(
-        session.scalars(
-            select(OutboxEmail)
-            .where(OutboxEmail.signature_id == signature.id)
-            .order_by(OutboxEmail.id)
-        )
-    )
+def outbox_of(session: Session, settings: Settings, signature: Signature) -> list[OutboxEmail]:
+    """The emails sent to any spelling of the signature's address, oldest first."""
+    return [
+        email
+        for email in session.scalars(select(OutboxEmail).order_by(OutboxEmail.id))
+        if email.to_address is not None
+        and email_hash(settings.secret, email.to_address) == signature.email_hash
+    ]
 
 
 def outbox_count(session: Session) -> int:
@@ -124,7 +124,7 @@ def test_sign_stores_pending_signature_and_one_verify_email(
     assert tally(session, letter) == 0
 
     assert outbox_count(session) == before + 1
-    [email] = outbox_of(session, signature)
+    [email] = outbox_of(session, settings, signature)
     assert email.kind == "verify"
     assert email.to_address == "Alice@example.org"
     assert email.status == OutboxStatus.PENDING
@@ -182,12 +182,12 @@ def test_signing_again_resends_the_link(
     assert row.status == SignatureStatus.PENDING
     assert row.emails_sent == 2
     assert row.name == "Second Try"  # the latest submission wins while pending
-    emails = outbox_of(session, original)
+    emails = outbox_of(session, settings, original)
     assert [email.kind for email in emails] == ["verify", "verify"]
     assert (emails[1].to_address or "").lower() == second.lower()
     # Both links point at the one signature.
     for email in emails:
-        found = read_confirmation(
+        found = read_verification(
             session, token=token_in(email.text_body, settings), settings=settings
         )
         assert found.signature.id == original.id
@@ -220,7 +220,7 @@ def test_signing_again_when_verified_sends_already_signed(
     assert after.email is None  # no address comes back with a second attempt
     assert after.contact_ok is False
     assert tally(session, letter) == 1
-    emails = outbox_of(session, signature)
+    emails = outbox_of(session, settings, signature)
     assert [email.kind for email in emails] == ["verify", "already_signed"]
     assert emails[1].to_address == "FirstLast+again@googlemail.com"
     assert "/verify/" not in emails[1].text_body
@@ -232,7 +232,7 @@ def test_at_most_five_emails_per_signature(session: Session, settings: Settings)
     for _ in range(MAX_EMAILS_PER_SIGNATURE + 2):
         signature = sign(session, letter, settings, email="spam@example.org")
     assert MAX_EMAILS_PER_SIGNATURE == 5
-    assert len(outbox_of(session, signature)) == 5
+    assert len(outbox_of(session, settings, signature)) == 5
     assert stored(session, signature).emails_sent == 5
     assert signature_count(session, letter) == 1
 
@@ -243,7 +243,7 @@ def test_the_cap_counts_already_signed_emails_too(session: Session, settings: Se
     verify_signature(session, token=verify_token(settings, signature), settings=settings)
     for _ in range(6):
         sign(session, letter, settings, email="again@example.org")
-    kinds = [email.kind for email in outbox_of(session, signature)]
+    kinds = [email.kind for email in outbox_of(session, settings, signature)]
     assert kinds == ["verify"] + ["already_signed"] * 4
 
 
@@ -254,7 +254,7 @@ def test_signing_a_removed_signature_sends_nothing(session: Session, settings: S
     session.flush()
     sign(session, letter, settings, email="removed@example.org")
     assert stored(session, signature).status == SignatureStatus.REMOVED
-    assert len(outbox_of(session, signature)) == 1
+    assert len(outbox_of(session, settings, signature)) == 1
 
 
 def test_signing_a_withdrawn_signature_makes_it_pending_again(
@@ -266,7 +266,7 @@ def test_signing_a_withdrawn_signature_makes_it_pending_again(
     session.flush()
     sign(session, letter, settings, email="back@example.org")
     assert stored(session, signature).status == SignatureStatus.PENDING
-    assert [email.kind for email in outbox_of(session, signature)] == ["verify", "verify"]
+    assert [email.kind for email in outbox_of(session, settings, signature)] == ["verify", "verify"]
 
 
 @pytest.mark.parametrize(
@@ -323,10 +323,10 @@ def test_verify_counts_once(session: Session, settings: Settings) -> None:
     assert tally(session, other) == 0
 
 
-def test_read_confirmation_changes_nothing(session: Session, settings: Settings) -> None:
+def test_read_verification_changes_nothing(session: Session, settings: Settings) -> None:
     letter = make_letter(session)
     signature = sign(session, letter, settings)
-    found = read_confirmation(session, token=verify_token(settings, signature), settings=settings)
+    found = read_verification(session, token=verify_token(settings, signature), settings=settings)
     assert found.signature.id == signature.id
     assert found.letter.title == letter.title
     assert stored(session, signature).status == SignatureStatus.PENDING
@@ -408,7 +408,7 @@ def test_expired_token_is_rejected_as_expired(
         verify_signature(session, token=expired, settings=settings)
     assert caught.value.expired is True
     with pytest.raises(InvalidToken) as caught:
-        read_confirmation(session, token=expired, settings=settings)
+        read_verification(session, token=expired, settings=settings)
     assert caught.value.expired is True
     assert stored(session, signature).status == SignatureStatus.PENDING
     assert tally(session, letter) == 0
@@ -481,16 +481,16 @@ def _verified(session: Session, letter: Letter, settings: Settings, **fields: An
 SECRET_FIELDS = {
     "name": "Zanzibar Quillfeather",
     "title": "Whistleblower-in-chief",
-    "affiliation": "Clandestine Agency",
-    "location": "Undisclosed Bunker",
+    "organization": "Clandestine Agency",
+    "city": "Undisclosed Bunker",
 }
 
 
 def test_anonymous_signers_are_never_exposed(session: Session, settings: Settings) -> None:
     letter = make_letter(session)
-    _verified(session, letter, settings, name="Open Person", affiliation="Example Corp")
+    _verified(session, letter, settings, name="Open Person", organization="Example Corp")
     _verified(session, letter, settings, display=SignatureDisplay.ANONYMOUS, **SECRET_FIELDS)
-    _verified(session, letter, settings, name="Other Person", affiliation="Example Corp")
+    _verified(session, letter, settings, name="Other Person", organization="Example Corp")
 
     page, cursor = list_public_signatures(session, letter_id=letter.id)
     assert cursor is None
@@ -499,8 +499,8 @@ def test_anonymous_signers_are_never_exposed(session: Session, settings: Setting
     assert names == ["Other Person", None, "Open Person"]
     anonymous = page[1]
     assert anonymous.title is None
-    assert anonymous.affiliation is None
-    assert anonymous.location is None
+    assert anonymous.organization is None
+    assert anonymous.city is None
     assert anonymous.verified_domain is None
 
     recent = recent_public_signers(session, letter_id=letter.id)
@@ -567,8 +567,8 @@ def test_keyset_pagination_returns_each_signature_once(
 def test_pagination_of_search_results(session: Session, settings: Settings) -> None:
     letter = make_letter(session)
     for number in range(5):
-        _verified(session, letter, settings, name=f"Match {number}", affiliation="Union")
-        _verified(session, letter, settings, name=f"Other {number}", affiliation="Guild")
+        _verified(session, letter, settings, name=f"Match {number}", organization="Union")
+        _verified(session, letter, settings, name=f"Other {number}", organization="Guild")
     pages = _all_pages(session, letter, limit=2, query="union")
     assert [len(page) for page in pages] == [2, 2, 1]
     assert [item.name for page in pages for item in page] == [
@@ -593,11 +593,11 @@ def test_search_wildcards_are_literal(
     session: Session, settings: Settings, query: str, expected: list[str]
 ) -> None:
     letter = make_letter(session)
-    _verified(session, letter, settings, name="Percy", affiliation="100% Organised")
-    _verified(session, letter, settings, name="Hundred", affiliation="100 Percent")
-    _verified(session, letter, settings, name="Under_Score", affiliation="")
-    _verified(session, letter, settings, name="UnderXScore", affiliation="")
-    _verified(session, letter, settings, name="Back\\Slash", affiliation="")
+    _verified(session, letter, settings, name="Percy", organization="100% Organised")
+    _verified(session, letter, settings, name="Hundred", organization="100 Percent")
+    _verified(session, letter, settings, name="Under_Score", organization="")
+    _verified(session, letter, settings, name="UnderXScore", organization="")
+    _verified(session, letter, settings, name="Back\\Slash", organization="")
     found, _ = list_public_signatures(session, letter_id=letter.id, query=query)
     assert sorted(item.name or "" for item in found) == expected
 

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.main import create_app
-from tests.conftest import make_settings
+from tests.support.config import make_settings
 
 
 @pytest.fixture

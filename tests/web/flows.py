@@ -19,7 +19,7 @@ from app.mail.models import OutboxEmail
 from app.mail.worker import deliver_due
 from app.signatures.models import Signature
 from app.signatures.service import verify_signature
-from tests.factories import make_letter, sign, verify_token
+from tests.support.factories import make_letter, sign, verify_token
 from tests.web.conftest import csrf_from
 
 VERIFY_LINK = re.compile(r"(https?://[^/\s\"'<>]+)/verify/([A-Za-z0-9_.\-]+)")
@@ -29,15 +29,15 @@ GOOD_FORM = {
     "name": "Ada Lovelace",
     "email": "ada@example.org",
     "title": "Analyst",
-    "affiliation": "Analytical Engines Ltd",
-    "location": "London",
+    "organization": "Analytical Engines Ltd",
+    "city": "London",
     "comment": "Because it matters.",
     "display": "public",
 }
 
 
 def add_letter(app: FastAPI, **overrides: Any) -> Letter:
-    with app.state.sessionmaker.begin() as session:
+    with app.state.database.write() as session:
         letter: Letter = make_letter(session, **overrides)
     return letter
 
@@ -45,7 +45,7 @@ def add_letter(app: FastAPI, **overrides: Any) -> Letter:
 def add_verified_signers(app: FastAPI, letter: Letter, *people: dict[str, Any]) -> None:
     """Signs and verifies straight through the services (fast set-up)."""
     settings: Settings = app.state.settings
-    with app.state.sessionmaker.begin() as session:
+    with app.state.database.write() as session:
         for person in people:
             signature = sign(session, letter, settings, **person)
             verify_signature(session, token=verify_token(settings, signature), settings=settings)
@@ -62,7 +62,7 @@ def post_sign_form(client: TestClient, slug: str, **fields: Any) -> Response:
 def deliver(app: FastAPI) -> int:
     settings: Settings = app.state.settings
     mailbox = DevMailbox(settings.data_dir / "dev-mail")
-    return deliver_due(app.state.sessionmaker, mailbox, settings=settings)
+    return deliver_due(app.state.database, mailbox, settings=settings)
 
 
 def tally_on(html: str) -> int:
@@ -72,23 +72,23 @@ def tally_on(html: str) -> int:
 
 
 def count(app: FastAPI, model: type[Signature] | type[OutboxEmail]) -> int:
-    with app.state.sessionmaker() as session:
+    with app.state.database.read() as session:
         return int(session.scalar(select(func.count()).select_from(model)) or 0)
 
 
 def signatures(app: FastAPI) -> list[Signature]:
-    with app.state.sessionmaker() as session:
+    with app.state.database.read() as session:
         return list(session.scalars(select(Signature).order_by(Signature.id)))
 
 
 def outbox(app: FastAPI) -> list[OutboxEmail]:
-    with app.state.sessionmaker() as session:
+    with app.state.database.read() as session:
         return list(session.scalars(select(OutboxEmail).order_by(OutboxEmail.id)))
 
 
 def pending_signature(app: FastAPI, letter: Letter, **overrides: Any) -> Signature:
     settings: Settings = app.state.settings
-    with app.state.sessionmaker.begin() as session:
+    with app.state.database.write() as session:
         signature: Signature = sign(session, letter, settings, **overrides)
         session.expunge(signature)
     return signature

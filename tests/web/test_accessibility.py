@@ -23,17 +23,18 @@ import pytest
 from sqlalchemy import select
 
 from app.config import Settings
-from app.db import WRITE, make_engine, make_sessionmaker
+from app.db import Database
 from app.demo import create_demo_letters
 from app.letters.models import Letter, LetterStatus
 from app.mail.backends import DevMailbox
 from app.mail.worker import deliver_due
 from app.signatures.service import verify_signature
-from tests.conftest import make_settings, skip_or_fail
-from tests.factories import make_letter, sign, verify_token
+from tests.support.browser import chromium as launch_chromium
+from tests.support.config import make_settings, skip_or_fail
+from tests.support.factories import make_letter, sign, verify_token
+from tests.support.live import serve
+from tests.support.ports import free_socket
 from tests.web.flows import expired_token
-from tests.web.live import chromium as launch_chromium
-from tests.web.live import free_socket, serve
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -71,20 +72,19 @@ class Site:
         return f"{self.base_url}{path}"
 
 
-def _seed(factory: Any, settings: Settings) -> tuple[str, str, str, str]:
+def _seed(database: Database, settings: Settings) -> tuple[str, str, str, str]:
     """Signers and tokens; returns (pending, verified, expired) tokens and the closed slug."""
-    with factory.begin() as session:
-        session.connection(execution_options=WRITE)
+    with database.write() as session:
         assert SLUG in create_demo_letters(session)
         closed = make_letter(
             session, slug="closed-letter", title="A closed letter", status=LetterStatus.CLOSED
         )
         letter = session.scalars(select(Letter).where(Letter.slug == SLUG)).one()
         people: list[dict[str, Any]] = [
-            {"name": "Grace Hopper", "title": "Rear Admiral", "affiliation": "US Navy"},
-            {"name": "Alan Turing", "title": "", "affiliation": "", "location": "Manchester"},
+            {"name": "Grace Hopper", "title": "Rear Admiral", "organization": "US Navy"},
+            {"name": "Alan Turing", "title": "", "organization": "", "city": "Manchester"},
             {"name": "Hidden Person", "display": "anonymous"},
-            {"name": "Another Hidden", "display": "anonymous", "location": ""},
+            {"name": "Another Hidden", "display": "anonymous", "city": ""},
         ]
         verified = ""
         for person in people:
@@ -100,7 +100,7 @@ def _seed(factory: Any, settings: Settings) -> tuple[str, str, str, str]:
             closed.slug,
         )
     # The confirmation emails, into the dev mailbox (the server runs no mail worker).
-    assert deliver_due(factory, DevMailbox(settings.data_dir / "dev-mail"), settings=settings)
+    assert deliver_due(database, DevMailbox(settings.data_dir / "dev-mail"), settings=settings)
     return tokens
 
 
@@ -110,17 +110,16 @@ def site(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Ite
     path = tmp_path / "a11y.db"
     shutil.copy(sqlite_template, path)
     database_url = f"sqlite:///{path}"
-    engine = make_engine(database_url)
-    factory = make_sessionmaker(engine)
+    database = Database(database_url)
 
     sock, base_url = free_socket()
     settings = make_settings(tmp_path, database_url, base_url=base_url, run_mail_worker=False)
-    pending, verified, expired, closed_slug = _seed(factory, settings)
+    pending, verified, expired, closed_slug = _seed(database, settings)
     try:
         with serve(sock, settings):
             yield Site(base_url, pending, verified, expired, closed_slug)
     finally:
-        engine.dispose()
+        database.dispose()
 
 
 # --- The pages -------------------------------------------------------------------------
@@ -259,8 +258,8 @@ FORM_ORDER = [
     "f-name",
     "f-email",
     "f-title",
-    "f-affiliation",
-    "f-location",
+    "f-organization",
+    "f-city",
     "f-comment",
     "f-display",  # the checked radio of the group
     "f-contact_ok",

@@ -30,7 +30,7 @@ from tests.web.flows import (
 
 LETTER_KEYS = {"slug", "title", "summary", "status", "signature_count", "goal", "closes_at", "url"}
 DETAIL_KEYS = LETTER_KEYS | {"body_html", "addressed_to", "published_at"}
-SIGNER_KEYS = {"name", "title", "affiliation", "location", "verified_domain", "signed_on"}
+SIGNER_KEYS = {"name", "title", "organization", "city", "verified_domain", "signed_on"}
 
 
 @pytest.fixture
@@ -126,17 +126,17 @@ def test_signatures_list_shape_and_anonymous_signers(
         {
             "name": "Grace Hopper",
             "title": "Rear Admiral",
-            "affiliation": "US Navy",
-            "location": "Arlington",
+            "organization": "US Navy",
+            "city": "Arlington",
         },
         {
             "name": "Hidden Person",
             "title": "Secret",
-            "affiliation": "Hidden Org",
-            "location": "Hidden City",
+            "organization": "Hidden Org",
+            "city": "Hidden City",
             "display": "anonymous",
         },
-        {"name": "Bare Name", "title": "", "affiliation": "", "location": ""},
+        {"name": "Bare Name", "title": "", "organization": "", "city": ""},
     )
 
     response = client.get(_signatures_url("ice-out"))
@@ -152,14 +152,14 @@ def test_signatures_list_shape_and_anonymous_signers(
     assert grace == {
         "name": "Grace Hopper",
         "title": "Rear Admiral",
-        "affiliation": "US Navy",
-        "location": "Arlington",
+        "organization": "US Navy",
+        "city": "Arlington",
         "verified_domain": None,
         "signed_on": grace["signed_on"],
     }
     assert anonymous == {**dict.fromkeys(SIGNER_KEYS), "signed_on": anonymous["signed_on"]}
     assert bare["name"] == "Bare Name"
-    assert (bare["title"], bare["affiliation"], bare["location"]) == (None, None, None)
+    assert (bare["title"], bare["organization"], bare["city"]) == (None, None, None)
     assert "Hidden" not in response.text
 
 
@@ -199,9 +199,9 @@ def test_signatures_search(app: FastAPI, client: TestClient, letter: Letter) -> 
     add_verified_signers(
         app,
         letter,
-        {"name": "Ada Lovelace", "affiliation": "Engines"},
-        {"name": "Alan Turing", "affiliation": "Bletchley"},
-        {"name": "Joan Clarke", "affiliation": "Bletchley"},
+        {"name": "Ada Lovelace", "organization": "Engines"},
+        {"name": "Alan Turing", "organization": "Bletchley"},
+        {"name": "Joan Clarke", "organization": "Bletchley"},
     )
     by_org = client.get(_signatures_url("ice-out"), params={"q": " bletchley "}).json()
     assert sorted(item["name"] for item in by_org["items"]) == ["Alan Turing", "Joan Clarke"]
@@ -286,7 +286,7 @@ def test_signing_stores_a_pending_signature_and_its_email(
         ({**GOOD_FORM, "email": "not an email"}, "email"),
         ({**GOOD_FORM, "email": None}, "email"),
         ({**GOOD_FORM, "name": "x" * 121}, "name"),
-        ({**GOOD_FORM, "affiliation": "x" * 201}, "affiliation"),
+        ({**GOOD_FORM, "organization": "x" * 201}, "organization"),
         ({**GOOD_FORM, "name": "Ada\u202eLovelace"}, "name"),
         ({**GOOD_FORM, "title": "A\x00B"}, "title"),
         ({**GOOD_FORM, "display": "everyone"}, "display"),
@@ -411,7 +411,7 @@ def test_verify_after_the_letter_closed_is_json_409(
 ) -> None:
     signature = pending_signature(app, letter)
     token = tokens.issue(app_settings.secret, tokens.Purpose.SIGNATURE_VERIFY, signature.public_id)
-    with app.state.sessionmaker.begin() as session:
+    with app.state.database.write() as session:
         session.execute(update(Letter).values(status=LetterStatus.CLOSED))
     _is_error(
         client.post("/api/v1/signatures/verify", json={"token": token}), 409, "letter_not_open"

@@ -15,26 +15,27 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.config import PROJECT_ROOT
-from app.db import WRITE, make_engine, make_sessionmaker
+from app.db import Database
 from app.demo import create_demo_letters
 from app.letters.models import Letter
 from app.signatures.models import Signature
-from tests.conftest import make_settings
-from tests.web.live import chromium, free_socket, serve
+from tests.support.browser import chromium
+from tests.support.config import REPO_ROOT, make_settings
+from tests.support.live import serve
+from tests.support.ports import free_socket
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, ConsoleMessage, Page, Request
 
 pytestmark = pytest.mark.browser
 
-ARTIFACTS = PROJECT_ROOT / "test-artifacts"
+ARTIFACTS = REPO_ROOT / "test-artifacts"
 MAIL_WAIT_SECONDS = 20.0
 
 
@@ -48,7 +49,7 @@ def browser() -> Iterator[Browser]:
 class LiveServer:
     base_url: str
     data_dir: Path
-    factory: Any  # sessionmaker[Session] of the app's database, for checks from the test
+    database: Database  # the app's database, for checks from the test
 
     def url(self, path: str) -> str:
         return f"{self.base_url}{path}"
@@ -61,19 +62,17 @@ def live_server(tmp_path: Path, sqlite_template: Path) -> Iterator[LiveServer]:
     shutil.copy(sqlite_template, path)
     database_url = f"sqlite:///{path}"
 
-    engine = make_engine(database_url)
-    factory = make_sessionmaker(engine)
-    with factory.begin() as session:
-        session.connection(execution_options=WRITE)
+    database = Database(database_url)
+    with database.write() as session:
         assert "ice-out" in create_demo_letters(session)
 
     sock, base_url = free_socket()
     settings = make_settings(tmp_path, database_url, base_url=base_url, run_mail_worker=True)
     try:
         with serve(sock, settings):
-            yield LiveServer(base_url, tmp_path, factory)
+            yield LiveServer(base_url, tmp_path, database)
     finally:
-        engine.dispose()
+        database.dispose()
 
 
 @dataclass
@@ -134,7 +133,7 @@ def test_sign_confirm_by_email_and_be_counted(browser: Browser, live_server: Liv
     # 2. Sign.
     page.get_by_role("textbox", name="Full name").fill(name)
     page.get_by_role("textbox", name="Email").fill(email)
-    page.get_by_role("textbox", name="Organisation").fill("Analytical Engines Ltd")
+    page.get_by_role("textbox", name="Organization").fill("Analytical Engines Ltd")
     page.get_by_role("button", name="Sign the letter").click()
     page.wait_for_url("**/letters/ice-out/check-email")
     assert page.get_by_role("heading", level=1).inner_text() == "Check your email"
@@ -185,7 +184,7 @@ def test_sign_confirm_by_email_and_be_counted(browser: Browser, live_server: Liv
 
 def _count_signatures(server: LiveServer, slug: str) -> int:
     session: Session
-    with server.factory() as session:
+    with server.database.read() as session:
         count = session.scalar(
             select(func.count(Signature.id)).join(Letter).where(Letter.slug == slug)
         )
@@ -211,8 +210,8 @@ def test_invalid_form_keeps_input_and_fits_a_phone(
     screenshot(page, "browser-06-phone-letter")
 
     page.get_by_role("textbox", name="Email").fill("not-an-email")
-    page.get_by_role("textbox", name="Organisation").fill("Corner Shop & Co")
-    page.get_by_role("textbox", name="City or region").fill("Minneapolis")
+    page.get_by_role("textbox", name="Organization").fill("Corner Shop & Co")
+    page.get_by_role("textbox", name="City").fill("Minneapolis")
     with page.expect_response(lambda r: r.url.endswith(f"/letters/{slug}/sign")) as answer:
         page.get_by_role("button", name="Sign the letter").click()
     assert answer.value.status == 422
@@ -230,9 +229,9 @@ def test_invalid_form_keeps_input_and_fits_a_phone(
     assert name_field.get_attribute("required") is not None
     assert email_field.get_attribute("required") is not None
     assert page.locator("#f-email").input_value() == "not-an-email"
-    assert page.locator("#f-affiliation").input_value() == "Corner Shop & Co"
-    assert page.locator("#f-location").input_value() == "Minneapolis"
-    assert page.locator("#f-affiliation").get_attribute("aria-invalid") is None
+    assert page.locator("#f-organization").input_value() == "Corner Shop & Co"
+    assert page.locator("#f-city").input_value() == "Minneapolis"
+    assert page.locator("#f-organization").get_attribute("aria-invalid") is None
     scroll_width, inner_width = page.evaluate(
         "[document.scrollingElement.scrollWidth, window.innerWidth]"
     )

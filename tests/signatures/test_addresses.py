@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from app.signatures.emails import canonical_email, email_domain, email_hash
+from app.signatures.addresses import canonical_email, email_domain, email_hash
 
 SECRET = "one-server-key"
 

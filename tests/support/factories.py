@@ -41,8 +41,8 @@ def signature_in(**overrides: Any) -> SignatureIn:
         "name": f"Signer {number}",
         "email": f"signer{number}@example.org",
         "title": "Engineer",
-        "affiliation": "Example Corp",
-        "location": "Oakland",
+        "organization": "Example Corp",
+        "city": "Oakland",
     }
     values.update(overrides)
     return SignatureIn(**values)
@@ -52,7 +52,7 @@ def sign(session: Session, letter: Letter, settings: Settings, **overrides: Any)
     """Signs and returns the (pending or existing) signature row."""
     data = signature_in(**overrides)
     sign_letter(session, slug=letter.slug, data=data, settings=settings)
-    from app.signatures.emails import email_hash
+    from app.signatures.addresses import email_hash
 
     return session.scalars(
         select(Signature).where(

@@ -1,4 +1,5 @@
-"""The JSON API, /api/v1. Same services as the pages."""
+"""/api/v1: signing, verifying and the public signer list, as JSON. The same services
+as the pages."""
 
 from __future__ import annotations
 
@@ -6,10 +7,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from app.config import Settings
 from app.errors import InvalidInput
 from app.letters import service as letters
-from app.letters.schemas import LetterDetailOut, LetterList, LetterOut
 from app.signatures import service as signatures
 from app.signatures.schemas import (
     SEARCH_PATTERN,
@@ -20,50 +19,12 @@ from app.signatures.schemas import (
     VerifyOut,
 )
 from app.web.deps import AppSettings, ReadSession, WriteSession
+from app.web.errors import error_responses
 
-router = APIRouter(prefix="/api/v1", tags=["api"])
-
-ERRORS = {
-    400: {"description": "Bad or expired token: `{error, detail}`"},
-    404: {"description": "Unknown letter: `{error, detail}`"},
-    409: {"description": "The letter is not open: `{error, detail}`"},
-    422: {"description": "Invalid input: `{error, detail, fields}`"},
-}
+router = APIRouter(prefix="/api/v1", tags=["signatures"])
 
 
-def _letter_out(found: letters.LetterWithTally, settings: Settings) -> LetterOut:
-    letter = found.letter
-    return LetterOut(
-        slug=letter.slug,
-        title=letter.title,
-        summary=letter.summary,
-        status=letter.status,
-        signature_count=found.signature_count,
-        goal=letter.goal,
-        closes_at=letter.closes_at,
-        url=signatures.letter_url(settings, letter),
-    )
-
-
-@router.get("/letters")
-def list_letters(session: ReadSession, settings: AppSettings) -> LetterList:
-    return LetterList(
-        items=[_letter_out(found, settings) for found in letters.list_public_letters(session)]
-    )
-
-
-@router.get("/letters/{slug}", responses={404: ERRORS[404]})
-def get_letter(slug: str, session: ReadSession, settings: AppSettings) -> LetterDetailOut:
-    found = letters.get_public_letter(session, slug=slug)
-    return LetterDetailOut(
-        **_letter_out(found, settings).model_dump(),
-        body_html=found.letter.body_html,
-        addressed_to=found.letter.addressed_to,
-        published_at=found.letter.published_at,
-    )
-
-
-@router.get("/letters/{slug}/signatures", responses={404: ERRORS[404], 422: ERRORS[422]})
+@router.get("/letters/{slug}/signatures", responses=error_responses(404, 422))
 def list_signatures(
     slug: str,
     session: ReadSession,
@@ -93,7 +54,7 @@ def list_signatures(
 @router.post(
     "/letters/{slug}/signatures",
     status_code=202,
-    responses={404: ERRORS[404], 409: ERRORS[409], 422: ERRORS[422]},
+    responses=error_responses(404, 409, 413, 422),
 )
 def sign_letter(
     slug: str, data: SignatureIn, session: WriteSession, settings: AppSettings
@@ -104,7 +65,7 @@ def sign_letter(
     return SignatureAccepted()
 
 
-@router.post("/signatures/verify", responses={400: ERRORS[400], 409: ERRORS[409]})
+@router.post("/signatures/verify", responses=error_responses(400, 409, 413, 422))
 def verify_signature(data: VerifyIn, session: WriteSession, settings: AppSettings) -> VerifyOut:
     signatures.verify_signature(session, token=data.token, settings=settings)
     return VerifyOut()

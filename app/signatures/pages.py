@@ -1,4 +1,5 @@
-"""Server-rendered pages. Each route parses, calls one service, renders."""
+"""The signing loop's pages: a letter with its sign form, check-your-email, the signer
+list, and the verify page. Each route parses, calls one service, renders."""
 
 from __future__ import annotations
 
@@ -9,22 +10,19 @@ from fastapi.responses import RedirectResponse
 from pydantic import ValidationError
 from starlette.responses import Response
 
+from app import urls
 from app.db import utcnow
 from app.letters import service as letters
 from app.signatures import service as signatures
 from app.signatures.models import SignatureStatus
 from app.signatures.schemas import SEARCH_PATTERN, SignatureIn
-from app.web.deps import AppSettings, ReadSession, WriteSession, render
+from app.web.deps import AppSettings, ReadSession, WriteSession
+from app.web.rendering import render
 from app.web.security import check_csrf
 
-router = APIRouter()
+router = APIRouter(include_in_schema=False)
 
-SIGN_FIELDS = ("name", "email", "title", "affiliation", "location", "comment", "display")
-
-
-@router.get("/")
-def home(request: Request, session: ReadSession) -> Response:
-    return render(request, "home.html", {"letters": letters.list_public_letters(session)})
+SIGN_FIELDS = ("name", "email", "title", "organization", "city", "comment", "display")
 
 
 def _letter_page(
@@ -49,7 +47,7 @@ def _letter_page(
             "form": form or {"display": "public"},
             "errors": errors or {},
             "signed": request.query_params.get("signed") == "1",
-            "share_url": signatures.letter_url(request.app.state.settings, found.letter),
+            "share_url": urls.letter_url(request.app.state.settings.base_url, found.letter.slug),
         },
         status_code=status_code,
     )
@@ -77,15 +75,15 @@ def sign(
     name: Annotated[str, Form()] = "",
     email: Annotated[str, Form()] = "",
     title: Annotated[str, Form()] = "",
-    affiliation: Annotated[str, Form()] = "",
-    location: Annotated[str, Form()] = "",
+    organization: Annotated[str, Form()] = "",
+    city: Annotated[str, Form()] = "",
     comment: Annotated[str, Form()] = "",
     display: Annotated[str, Form()] = "public",
     contact_ok: Annotated[str | None, Form()] = None,
     csrf_token: Annotated[str, Form()] = "",
 ) -> Response:
     check_csrf(request, csrf_token)
-    form: dict[str, Any] = dict(zip(SIGN_FIELDS, (name, email, title, affiliation, location,
+    form: dict[str, Any] = dict(zip(SIGN_FIELDS, (name, email, title, organization, city,
                                                   comment, display), strict=True))  # fmt: skip
     form["contact_ok"] = contact_ok is not None
     try:
@@ -137,10 +135,10 @@ def signer_list(
 
 
 @router.get("/verify/{token}")
-def confirm_page(
+def verify_page(
     request: Request, session: ReadSession, settings: AppSettings, token: str
 ) -> Response:
-    found = signatures.read_confirmation(session, token=token, settings=settings)
+    found = signatures.read_verification(session, token=token, settings=settings)
     return render(
         request,
         "signatures/confirm.html",
@@ -154,7 +152,7 @@ def confirm_page(
 
 
 @router.post("/verify/{token}")
-def confirm(
+def verify(
     request: Request,
     session: WriteSession,
     settings: AppSettings,

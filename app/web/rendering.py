@@ -1,0 +1,26 @@
+"""Rendering a page: the shared Jinja2 environment, plus what every page needs (the
+settings and a CSRF token made only if the page has a form)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+from fastapi.templating import Jinja2Templates
+from starlette.responses import Response
+
+from app.templating import environment
+from app.web.security import csrf_token
+
+templates = Jinja2Templates(env=environment())
+
+
+def render(
+    request: Request,
+    name: str,
+    context: dict[str, Any] | None = None,
+    *,
+    status_code: int = 200,
+) -> Response:
+    base = {"csrf_token": lambda: csrf_token(request), "settings": request.app.state.settings}
+    return templates.TemplateResponse(request, name, {**base, **(context or {})}, status_code)

@@ -1,0 +1,54 @@
+"""PostgreSQL databases of a run's own, for tests and bench alike: created fresh next to
+the server URL given, dropped at the end."""
+
+from __future__ import annotations
+
+from sqlalchemy import make_url, text
+
+from app.db import Base, Database, make_engine
+
+
+def _admin_url(server_url: str) -> str:
+    url = make_url(server_url)
+    if url.drivername == "postgresql":
+        url = url.set(drivername="postgresql+psycopg")
+    return url.render_as_string(hide_password=False)
+
+
+def _run(server_url: str, *statements: str) -> None:
+    admin = make_engine(_admin_url(server_url), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            for statement in statements:
+                connection.execute(text(statement))
+    finally:
+        admin.dispose()
+
+
+def create_postgres_database(server_url: str, name: str) -> str:
+    """Creates `name` afresh (dropping any leftover) on the server; returns its URL."""
+    _run(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"')
+    return make_url(_admin_url(server_url)).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_postgres_database(server_url: str, name: str) -> None:
+    _run(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def postgres_reachable(server_url: str) -> bool:
+    try:
+        _run(server_url, "SELECT 1")
+    except Exception:
+        return False
+    return True
+
+
+def truncate(database: Database) -> None:
+    """Empties every table (for tests that really commit)."""
+    tables = [table.name for table in reversed(Base.metadata.sorted_tables)]
+    with database.write() as session:
+        if database.dialect == "postgresql":
+            session.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        else:
+            for table in tables:
+                session.execute(text(f"DELETE FROM {table}"))
