@@ -129,7 +129,7 @@ def worker() -> None:
 @cli.command()
 def demo() -> None:
     """Create the demo letters if they are missing (idempotent)."""
-    from app.demo import create_demo_letters
+    from app.letters.demo import create_demo_letters
 
     settings = _settings()
     with _transaction(settings) as session:

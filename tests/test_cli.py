@@ -17,6 +17,8 @@ from sqlalchemy import inspect, select
 from app.db import Database, utcnow
 from app.letters.models import Letter, LetterStatus
 
+pytestmark = pytest.mark.slow  # runs `undersigned` in subprocesses
+
 TIMEOUT = 120
 Run = Callable[..., subprocess.CompletedProcess[str]]
 

@@ -14,7 +14,7 @@ def _settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, **env: str) -> Se
     monkeypatch.setenv("UNDERSIGNED_DATA_DIR", str(tmp_path))
     for name, value in env.items():
         monkeypatch.setenv(f"UNDERSIGNED_{name}", value)
-    return Settings(_env_file=None)  # type: ignore[call-arg]
+    return Settings(_env_file=None)
 
 
 @pytest.mark.parametrize(

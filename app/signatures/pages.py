@@ -141,7 +141,7 @@ def verify_page(
     found = signatures.read_verification(session, token=token, settings=settings)
     return render(
         request,
-        "signatures/confirm.html",
+        "signatures/verify.html",
         {
             "letter": found.letter,
             "signature": found.signature,

@@ -18,7 +18,7 @@ from app.config import MailBackend, Settings
 from app.db import Database, utcnow
 from app.letters.service import get_public_letter
 from app.mail import worker
-from app.mail.backends import DevMailbox, SmtpBackend, make_backend
+from app.mail.backends import DevMailbox, SmtpBackend, TransientMailError, make_backend
 from app.mail.models import OutboxEmail, OutboxStatus
 from app.mail.worker import LEASE, MAX_ATTEMPTS, backoff, claim_batch, deliver_due
 from app.signatures.models import SignatureStatus
@@ -150,9 +150,9 @@ def test_backoff_grows_exponentially_with_bounded_jitter(monkeypatch: pytest.Mon
         assert all(ceiling / 2 <= s <= ceiling for s in samples), (attempts, ceiling)
         assert len(set(samples)) > 1, "no jitter"
     # The exact ends of the range, and the cap.
-    monkeypatch.setattr(worker.random, "uniform", lambda low, high: low)
+    monkeypatch.setattr("app.mail.worker.random.uniform", lambda low, high: low)
     assert [backoff(n).total_seconds() for n in (1, 2, 3, 4)] == [15, 30, 60, 120]
-    monkeypatch.setattr(worker.random, "uniform", lambda low, high: high)
+    monkeypatch.setattr("app.mail.worker.random.uniform", lambda low, high: high)
     assert [backoff(n).total_seconds() for n in (1, 2, 3, 4)] == [30, 60, 120, 240]
     assert backoff(MAX_ATTEMPTS + 20).total_seconds() == worker.BACKOFF_CAP_SECONDS
 
@@ -292,7 +292,7 @@ def test_stale_worker_does_not_overwrite_the_new_outcome(
         def send(self, message: object) -> None:
             later = start + LEASE + timedelta(seconds=1)
             b_sent.append(deliver_due(db, SmtpBackend(settings), settings=settings, now=later))
-            raise worker.TransientMailError("timed out after a long stall")
+            raise TransientMailError("timed out after a long stall")
 
     assert deliver_due(db, StallingBackend(), settings=settings, now=start) == 0
     assert b_sent == [1]

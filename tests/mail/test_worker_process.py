@@ -9,11 +9,15 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from app.config import Settings
 from app.db import Database
 from app.mail.models import OutboxStatus
 from tests.mail.test_worker import only_row, sign_committed
 from tests.support.smtp import SmtpServer
+
+pytestmark = pytest.mark.slow  # runs `undersigned` in subprocesses
 
 
 def test_the_worker_command_delivers_and_stops_cleanly(

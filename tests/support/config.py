@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,7 +24,7 @@ def skip_or_fail(reason: str) -> None:
 
 
 def make_settings(tmp_path: Path, database_url: str, **overrides: object) -> Settings:
-    values: dict[str, object] = {
+    values: dict[str, Any] = {
         "database_url": database_url,
         "secret_key": TEST_SECRET,
         "base_url": "http://testserver",
@@ -32,4 +33,4 @@ def make_settings(tmp_path: Path, database_url: str, **overrides: object) -> Set
         "rate_limits": False,
     }
     values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **values)

@@ -24,7 +24,7 @@ from sqlalchemy import select
 
 from app.config import Settings
 from app.db import Database
-from app.demo import create_demo_letters
+from app.letters.demo import create_demo_letters
 from app.letters.models import Letter, LetterStatus
 from app.mail.backends import DevMailbox
 from app.mail.worker import deliver_due

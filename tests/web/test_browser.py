@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.db import Database
-from app.demo import create_demo_letters
+from app.letters.demo import create_demo_letters
 from app.letters.models import Letter
 from app.signatures.models import Signature
 from tests.support.browser import chromium
@@ -165,7 +165,7 @@ def test_sign_confirm_by_email_and_be_counted(browser: Browser, live_server: Liv
     assert page.locator("#thanks").is_visible()
     assert "Your signature is confirmed" in page.locator("#thanks").inner_text()
     assert page.locator("[data-live-count]").inner_text() == "1"
-    assert "1 verified signature" in page.locator(".tally-count").inner_text()
+    assert "1 confirmed signature" in page.locator(".tally-count").inner_text()
     assert name in page.locator("ul.signers").inner_text()
     assert page.locator("#share-link").input_value() == live_server.url("/letters/ice-out")
     screenshot(page, "browser-05-thanks")

@@ -272,7 +272,7 @@ def test_signers_list_searches_and_pages_by_keyset(
 
     first = client.get(f"/letters/{letter.slug}/signers")
     assert first.status_code == 200
-    assert "56 verified signatures." in first.text
+    assert "56 confirmed signatures." in first.text
     first_names = row.findall(first.text)
     assert len(first_names) == 50
     assert first_names[0] == "Person 53"  # newest first

@@ -2,7 +2,7 @@
 
 Revision ID: 0002
 Revises: 0001
-Create Date: 2026-11-27 12:00:00
+Create Date: 2026-11-27 11:15:00
 """
 
 from collections.abc import Sequence
