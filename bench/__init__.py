@@ -24,7 +24,7 @@ worker processes by default; SQLite with one process with `--db sqlite|all`):
      with a unique address per request for the phase's duration; then the bench reads
      the pending signatures' public ids from the database and computes their tokens
      with `app.tokens.issue(secret, SIGNATURE_VERIFY, public_id)`, exactly as
-     tests/factories.py `verify_token` does (no mail worker, no email parsing), and
+     tests/support/factories.py `verify_token` does (no mail worker, no email parsing), and
      `POST /api/v1/signatures/verify` confirms each one once. The scenario's req/s is
      (signs + confirms) / (sign time + confirm time); both halves are also shown alone.
 4. The tally check: the letter's counter row, `count(*)` of verified signatures and the

@@ -19,10 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-try:  # the dev extra installs httpx2; plain httpx has the same API
-    import httpx2 as httpx
-except ImportError:  # pragma: no cover
-    import httpx  # type: ignore[no-redef]
+import httpx2 as httpx  # the dev extra's HTTP client, as in the tests
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 

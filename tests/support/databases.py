@@ -8,15 +8,21 @@ from sqlalchemy import make_url, text
 from app.db import Base, Database, make_engine
 
 
-def _admin_url(server_url: str) -> str:
+def _server_url(server_url: str, database: str) -> str:
     url = make_url(server_url)
     if url.drivername == "postgresql":
         url = url.set(drivername="postgresql+psycopg")
-    return url.render_as_string(hide_password=False)
+    return url.set(database=database).render_as_string(hide_password=False)
 
 
 def _run(server_url: str, *statements: str) -> None:
-    admin = make_engine(_admin_url(server_url), isolation_level="AUTOCOMMIT")
+    """On the server's `postgres` maintenance database, whatever database the URL names
+    (it may be the one being dropped)."""
+    admin = make_engine(
+        _server_url(server_url, "postgres"),
+        isolation_level="AUTOCOMMIT",
+        connect_args={"connect_timeout": 5},
+    )
     try:
         with admin.connect() as connection:
             for statement in statements:
@@ -28,7 +34,7 @@ def _run(server_url: str, *statements: str) -> None:
 def create_postgres_database(server_url: str, name: str) -> str:
     """Creates `name` afresh (dropping any leftover) on the server; returns its URL."""
     _run(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"')
-    return make_url(_admin_url(server_url)).set(database=name).render_as_string(hide_password=False)
+    return _server_url(server_url, name)
 
 
 def drop_postgres_database(server_url: str, name: str) -> None:
