@@ -73,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(SecurityMiddleware, secure=settings.secure_cookies)
     errors.install(app)
+    errors.document_api(app)  # /api/v1/openapi.json: /api/v1 only, errors as ErrorOut
     for router in (
         letters_pages.router,
         signatures_pages.router,

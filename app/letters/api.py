@@ -2,16 +2,49 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import re
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path
 
 from app import urls
 from app.config import Settings
+from app.errors import LetterNotFound
 from app.letters import service as letters
-from app.letters.schemas import LetterDetailOut, LetterList, LetterOut
+from app.letters.schemas import (
+    SLUG_MAX_LENGTH,
+    SLUG_PATTERN,
+    LetterDetailOut,
+    LetterList,
+    LetterOut,
+)
 from app.web.deps import AppSettings, ReadSession
 from app.web.errors import error_responses
 
 router = APIRouter(prefix="/api/v1", tags=["letters"])
+
+_SLUG = re.compile(SLUG_PATTERN)
+
+
+def letter_slug(
+    slug: Annotated[
+        str,
+        Path(
+            description="The letter's slug, as in its address and in `GET /api/v1/letters`.",
+            examples=["ice-out"],
+            # Documented, not enforced as a 422: any other text is simply no letter.
+            json_schema_extra={"pattern": SLUG_PATTERN, "maxLength": SLUG_MAX_LENGTH},
+        ),
+    ],
+) -> str:
+    """The `{slug}` of a letter route. A slug no letter can have is a 404 before any
+    query, so odd text never reaches the database (PostgreSQL refuses a NUL in text)."""
+    if len(slug) > SLUG_MAX_LENGTH or not _SLUG.fullmatch(slug):
+        raise LetterNotFound()
+    return slug
+
+
+LetterSlug = Annotated[str, Depends(letter_slug)]
 
 
 def letter_out(found: letters.LetterWithTally, settings: Settings) -> LetterOut:
@@ -37,7 +70,8 @@ def list_letters(session: ReadSession, settings: AppSettings) -> LetterList:
 
 
 @router.get("/letters/{slug}", responses=error_responses(404))
-def get_letter(slug: str, session: ReadSession, settings: AppSettings) -> LetterDetailOut:
+def get_letter(slug: LetterSlug, session: ReadSession, settings: AppSettings) -> LetterDetailOut:
+    """A published (open or closed) letter, with its text as sanitized HTML."""
     found = letters.get_public_letter(session, slug=slug)
     return LetterDetailOut(
         **letter_out(found, settings).model_dump(),

@@ -6,9 +6,13 @@ from pydantic import BaseModel, Field
 
 from app.letters.models import LetterStatus
 
+SLUG_PATTERN = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
+"""Every letter's slug: words of lowercase letters and digits, joined by hyphens."""
+SLUG_MAX_LENGTH = 80
+
 
 class LetterCreate(BaseModel):
-    slug: str = Field(pattern=r"^[a-z0-9]+(?:-[a-z0-9]+)*$", min_length=1, max_length=80)
+    slug: str = Field(pattern=SLUG_PATTERN, min_length=1, max_length=SLUG_MAX_LENGTH)
     title: str = Field(min_length=1, max_length=200)
     summary: str = Field(default="", max_length=500)
     body_markdown: str = Field(min_length=1, max_length=100_000)

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 
 from app.errors import InvalidInput
 from app.letters import service as letters
+from app.letters.api import LetterSlug
 from app.signatures import service as signatures
 from app.signatures.schemas import (
     SEARCH_PATTERN,
@@ -19,23 +20,47 @@ from app.signatures.schemas import (
     VerifyOut,
 )
 from app.web.deps import AppSettings, ReadSession, WriteSession
-from app.web.errors import error_responses
+from app.web.errors import JSON_BODY_422, error_responses
 
 router = APIRouter(prefix="/api/v1", tags=["signatures"])
 
+# Signature ids are a 32-bit INTEGER on PostgreSQL (the first migration), whatever the
+# service's MAX_CURSOR allows: a larger cursor was never issued, and PostgreSQL refuses
+# to compare an integer column with it ("integer out of range", a 500).
+MAX_CURSOR = min(signatures.MAX_CURSOR, 2**31 - 1)
 
-@router.get("/letters/{slug}/signatures", responses=error_responses(404, 422))
+
+@router.get(
+    "/letters/{slug}/signatures",
+    responses=error_responses(
+        404, 422, descriptions={422: "A query parameter is not valid; `fields` names it."}
+    ),
+)
 def list_signatures(
-    slug: str,
+    slug: LetterSlug,
     session: ReadSession,
-    limit: Annotated[int, Query(ge=1, le=100)] = 50,
-    cursor: Annotated[str | None, Query(max_length=20)] = None,
-    q: Annotated[str, Query(max_length=100, pattern=SEARCH_PATTERN)] = "",
+    limit: Annotated[int, Query(ge=1, le=100, description="Signers per page.")] = 50,
+    cursor: Annotated[
+        str | None,
+        Query(
+            max_length=20,
+            description="The `next_cursor` of the page before.",
+            json_schema_extra={"pattern": "^[0-9]{1,10}$"},  # checked below, with the bound
+        ),
+    ] = None,
+    q: Annotated[
+        str,
+        Query(
+            max_length=100,
+            pattern=SEARCH_PATTERN,
+            description="Only public signers whose name or organization contains it.",
+        ),
+    ] = "",
 ) -> SignaturePage:
     """Verified signers, newest first. Anonymous signers appear with every field null."""
-    # isdigit() alone accepts "²", which int() refuses; and ids are 64-bit.
+    # isdigit() alone accepts "²", which int() refuses.
     if cursor is not None and not (
-        cursor.isascii() and cursor.isdigit() and int(cursor) <= signatures.MAX_CURSOR
+        cursor.isascii() and cursor.isdigit() and int(cursor) <= MAX_CURSOR
     ):
         raise InvalidInput("The cursor is not valid.", fields={"cursor": "not a cursor"})
     found = letters.get_public_letter(session, slug=slug)
@@ -54,10 +79,12 @@ def list_signatures(
 @router.post(
     "/letters/{slug}/signatures",
     status_code=202,
-    responses=error_responses(404, 409, 413, 422),
+    response_description="Accepted (the same answer whether the address is new, pending or "
+    "already verified).",
+    responses=error_responses(404, 409, 413, 422, descriptions={422: JSON_BODY_422}),
 )
 def sign_letter(
-    slug: str, data: SignatureIn, session: WriteSession, settings: AppSettings
+    slug: LetterSlug, data: SignatureIn, session: WriteSession, settings: AppSettings
 ) -> SignatureAccepted:
     """Always `202 {"status": "pending"}` when accepted, whether the address is new,
     pending or already verified: the answer never tells whether someone signed."""
@@ -65,7 +92,21 @@ def sign_letter(
     return SignatureAccepted()
 
 
-@router.post("/signatures/verify", responses=error_responses(400, 409, 413, 422))
+@router.post(
+    "/signatures/verify",
+    response_description="Confirmed and counted (confirming again changes nothing).",
+    responses=error_responses(
+        400,
+        409,
+        413,
+        422,
+        descriptions={
+            409: "The letter closed before this signature was confirmed.",
+            422: JSON_BODY_422,
+        },
+    ),
+)
 def verify_signature(data: VerifyIn, session: WriteSession, settings: AppSettings) -> VerifyOut:
+    """Confirms a signature with the token from its email link."""
     signatures.verify_signature(session, token=data.token, settings=settings)
     return VerifyOut()

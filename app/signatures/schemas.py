@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import unicodedata
 from datetime import date
-from typing import Annotated
+from typing import Annotated, Literal
 
 from email_validator import EmailNotValidError, validate_email
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, JsonValue
 from pydantic_core import PydanticCustomError
 
 from app.signatures.models import SignatureDisplay
@@ -67,18 +67,37 @@ Comment = Annotated[str, BeforeValidator(_multi_line)]
 SEARCH_PATTERN = r"^[^\x00-\x1f\x7f]*$"
 """A search term: no control characters (PostgreSQL refuses NUL in text)."""
 
+# What the JSON schema says of the text fields. Documentation only: the validators above
+# decide (Unicode categories that no JSON Schema pattern can name), with clearer messages.
+_BIDI = r"\u202a-\u202e\u2066-\u2069"
+_LINE_DOC: dict[str, JsonValue] = {
+    "pattern": rf"^[^\x00-\x1f\x7f-\x9f{_BIDI}]*$",
+    "description": "One line, without control, private-use, unassigned or bidirectional "
+    "formatting characters; spaces around it are removed.",
+}
+_NAME_DOC: dict[str, JsonValue] = {**_LINE_DOC, "minLength": 1}
+_EMAIL_DOC: dict[str, JsonValue] = {
+    "format": "email",
+    "description": "Where the link to confirm is sent.",
+}
+_COMMENT_DOC: dict[str, JsonValue] = {
+    "pattern": rf"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f{_BIDI}]*$",
+    "description": "Lines of text, without control, private-use, unassigned or "
+    "bidirectional formatting characters (tabs and line breaks are fine).",
+}
+
 
 class SignatureIn(BaseModel):
     """The sign form's fields (HTML form and JSON API alike)."""
 
     model_config = ConfigDict(extra="ignore", str_max_length=1000)
 
-    name: Name = Field(max_length=120)
-    email: Email = Field(max_length=254)
-    title: Line = Field(default="", max_length=120)
-    organization: Line = Field(default="", max_length=200)
-    city: Line = Field(default="", max_length=120)
-    comment: Comment = Field(default="", max_length=1000)
+    name: Name = Field(max_length=120, json_schema_extra=_NAME_DOC)
+    email: Email = Field(max_length=254, json_schema_extra=_EMAIL_DOC)
+    title: Line = Field(default="", max_length=120, json_schema_extra=_LINE_DOC)
+    organization: Line = Field(default="", max_length=200, json_schema_extra=_LINE_DOC)
+    city: Line = Field(default="", max_length=120, json_schema_extra=_LINE_DOC)
+    comment: Comment = Field(default="", max_length=1000, json_schema_extra=_COMMENT_DOC)
     display: SignatureDisplay = SignatureDisplay.PUBLIC
     contact_ok: bool = False
 
@@ -100,12 +119,16 @@ class SignaturePage(BaseModel):
 
 
 class SignatureAccepted(BaseModel):
-    status: str = "pending"
+    status: Literal["pending"] = "pending"
 
 
 class VerifyIn(BaseModel):
-    token: str = Field(min_length=1, max_length=500)
+    token: str = Field(
+        min_length=1,
+        max_length=500,
+        description="The token at the end of the link to confirm (`/verify/{token}`).",
+    )
 
 
 class VerifyOut(BaseModel):
-    status: str = "verified"
+    status: Literal["verified"] = "verified"

@@ -34,13 +34,23 @@ HTTP_CODES = {
 class ErrorOut(BaseModel):
     """Every error the JSON API sends."""
 
-    error: str = Field(description="A stable code, such as `letter_not_found`.")
-    detail: str = Field(description="What went wrong, in words for a person.")
+    error: str = Field(
+        description="A stable code, such as `letter_not_found` or `invalid_input`.",
+        examples=["letter_not_found"],
+    )
+    detail: str = Field(
+        description="What went wrong, in words for a person.",
+        examples=["There is no letter at this address."],
+    )
     fields: dict[str, str] | None = Field(
-        default=None, description="For `invalid_input`: the first problem of each field."
+        default=None,
+        description="For `invalid_input`: the first problem of each field, by field name "
+        "(`body` when the body itself is not a JSON object).",
     )
     reason: str | None = Field(
-        default=None, description="For `invalid_token`: `invalid`, `expired` or `gone`."
+        default=None,
+        description="For `invalid_token`: `invalid`, `expired` or `gone`; for "
+        "`letter_not_open` when verifying: `closed_before_confirmation`.",
     )
     expired: bool | None = Field(default=None, description="For `invalid_token`.")
 
@@ -50,17 +60,33 @@ ERROR_DESCRIPTIONS = {
     404: "There is no published letter at this address.",
     409: "The letter is not open for signatures.",
     413: "The request body is larger than the server accepts.",
-    415: "The body is not JSON.",
     422: "Some input is not valid; `fields` says which.",
 }
+JSON_BODY_422 = (
+    "Some input is not valid; `fields` says which. A body that is not a JSON object, or "
+    "not sent as `Content-Type: application/json` (or another `+json` type), is "
+    "`invalid_input` too, with the field `body`."
+)
+"""The 422 of a route with a JSON body: FastAPI reads any other Content-Type as no
+JSON at all, so a wrong Content-Type is a 422, never a 415."""
+
+# FastAPI's own HTTPException when a JSON body cannot even be decoded (bytes that are
+# not UTF-8, nesting too deep for the parser): under /api it becomes our 422, like
+# every other body that is not JSON.
+_FASTAPI_BODY_ERROR = "There was an error parsing the body"
+NOT_JSON = "The body is not valid JSON."
+NOT_AN_OBJECT = "Send a JSON object, with Content-Type: application/json."
 
 
-def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` for the errors a JSON route can send, all as `ErrorOut`."""
-    return {
-        status: {"model": ErrorOut, "description": ERROR_DESCRIPTIONS[status]}
-        for status in statuses
-    }
+def error_responses(
+    *statuses: int, descriptions: Mapping[int, str] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for the errors a JSON route can send, all as `ErrorOut`.
+
+    A route lists every error status it can really send: `document_api` removes
+    FastAPI's default 422 (`HTTPValidationError`, a shape this app never sends)."""
+    described = {**ERROR_DESCRIPTIONS, **(descriptions or {})}
+    return {status: {"model": ErrorOut, "description": described[status]} for status in statuses}
 
 
 def _is_api(request: Request) -> bool:
@@ -89,12 +115,29 @@ def _respond(
 
 
 def field_errors(errors: Any) -> dict[str, str]:
-    """Pydantic's error list, keyed by field name (the first error of each field)."""
+    """Pydantic's error list, keyed by field name (the first error of each field).
+
+    Errors about the body as a whole are keyed `body`: not JSON at all (FastAPI puts
+    the character offset in `loc`), or JSON that is not an object (a list, a string,
+    `null`, no body, or a body sent with another Content-Type)."""
     fields: dict[str, str] = {}
     for error in errors:
-        location = [str(part) for part in error.get("loc", ()) if part not in ("body", "query")]
+        loc = tuple(error.get("loc", ()))
+        if error.get("type") == "json_invalid":
+            fields.setdefault("body", NOT_JSON)
+            continue
+        if loc == ("body",):
+            fields.setdefault("body", NOT_AN_OBJECT)
+            continue
+        location = [str(part) for part in loc if part not in ("body", "query", "path")]
         fields.setdefault(".".join(location) or "body", str(error.get("msg", "invalid")))
     return fields
+
+
+def _invalid_input(request: Request, fields: dict[str, str]) -> Response:
+    return _respond(
+        request, 422, "invalid_input", "Some fields are not valid.", extra={"fields": fields}
+    )
 
 
 def install(app: FastAPI) -> None:
@@ -107,6 +150,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
+        if exc.status_code == 400 and exc.detail == _FASTAPI_BODY_ERROR and _is_api(request):
+            return _invalid_input(request, {"body": NOT_JSON})
         code, default = HTTP_CODES.get(exc.status_code, ("error", "The request failed."))
         # Starlette's default detail is the bare reason phrase ("Method Not Allowed"):
         # say it in our words unless the raiser wrote its own explanation.
@@ -117,10 +162,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
-        return _respond(
-            request, 422, "invalid_input", "Some fields are not valid.",
-            extra={"fields": field_errors(exc.errors())},
-        )  # fmt: skip
+        return _invalid_input(request, field_errors(exc.errors()))
 
     @app.exception_handler(Exception)
     async def server_error(request: Request, exc: Exception) -> Response:
@@ -129,3 +171,60 @@ def install(app: FastAPI) -> None:
         # Sent from outside SecurityMiddleware: the headers must be added here.
         headers = security_headers(request.app.state.settings.secure_cookies)
         return _respond(request, 500, code, detail, headers=headers)
+
+
+API_PREFIX = "/api/v1"
+_DEFAULT_422 = "#/components/schemas/HTTPValidationError"
+
+
+def document_api(app: FastAPI) -> None:
+    """`app.openapi()` describes /api/v1 only, with `ErrorOut` for every error.
+
+    FastAPI adds a 422 `HTTPValidationError` (its own error shape) to each route with
+    parameters that does not list a 422: this app never sends that shape, so it goes,
+    and each route documents its real 422 with `error_responses`. Any path outside
+    /api/v1 goes too (pages are `include_in_schema=False` already; this makes sure), and
+    then every component schema nothing refers to any more."""
+
+    def openapi() -> dict[str, Any]:
+        schema = FastAPI.openapi(app)  # cached by FastAPI; the cleaning is idempotent
+        paths: dict[str, Any] = schema.get("paths", {})
+        for path in [path for path in paths if not path.startswith(f"{API_PREFIX}/")]:
+            del paths[path]
+        for operations in paths.values():
+            for operation in operations.values():
+                responses = operation.get("responses", {})
+                for status, response in list(responses.items()):
+                    if _DEFAULT_422 in _refs(response):
+                        del responses[status]
+        _drop_unused_components(schema)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _refs(node: Any) -> set[str]:
+    """Every `$ref` inside a piece of the schema."""
+    if isinstance(node, dict):
+        found = {node["$ref"]} if isinstance(node.get("$ref"), str) else set()
+        for value in node.values():
+            found |= _refs(value)
+        return found
+    if isinstance(node, list):
+        return set().union(*(_refs(value) for value in node))
+    return set()
+
+
+def _drop_unused_components(schema: dict[str, Any]) -> None:
+    components: dict[str, Any] = schema.get("components", {}).get("schemas", {})
+    prefix = "#/components/schemas/"
+    wanted: set[str] = set()
+    todo = [ref for ref in _refs(schema.get("paths", {})) if ref.startswith(prefix)]
+    while todo:
+        name = todo.pop().removeprefix(prefix)
+        if name in wanted or name not in components:
+            continue
+        wanted.add(name)
+        todo += [ref for ref in _refs(components[name]) if ref.startswith(prefix)]
+    for name in set(components) - wanted:
+        del components[name]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -13,10 +14,13 @@ from sqlalchemy import update
 
 from app import tokens
 from app.config import Settings
-from app.db import utcnow
+from app.db import Database, utcnow
 from app.letters.models import Letter, LetterStatus
 from app.mail.models import OutboxEmail
+from app.main import create_app
 from app.signatures.models import Signature, SignatureStatus
+from tests.support.databases import truncate
+from tests.support.factories import make_letter
 from tests.web.flows import (
     GOOD_FORM,
     add_letter,
@@ -222,6 +226,7 @@ def test_signatures_search(app: FastAPI, client: TestClient, letter: Letter) -> 
         ({"cursor": ""}, "cursor"),
         ({"cursor": "²"}, "cursor"),  # str.isdigit() says yes, int() says no
         ({"cursor": "99999999999999999999"}, "cursor"),  # beyond a 64-bit id
+        ({"cursor": "2147483648"}, "cursor"),  # beyond PostgreSQL's INTEGER ids
         ({"cursor": "1" * 21}, "cursor"),
         ({"q": "x" * 101}, "q"),
         ({"q": "a\x00b"}, "q"),  # PostgreSQL refuses NUL in text
@@ -306,27 +311,106 @@ def test_bad_signatures_are_json_422_with_field_errors_and_store_nothing(
     assert count(app, OutboxEmail) == 0
 
 
+NOT_JSON = "The body is not valid JSON."
+NOT_AN_OBJECT = "Send a JSON object, with Content-Type: application/json."
+
+
 @pytest.mark.parametrize(
-    ("content", "content_type"),
+    ("content", "content_type", "problem"),
     [
-        (b"{not json", "application/json"),
-        (b"[]", "application/json"),
-        (b'"just a string"', "application/json"),
-        (b"name=Ada&email=ada%40example.org", "application/x-www-form-urlencoded"),
-        (b"", "application/json"),
+        (b"{not json", "application/json", NOT_JSON),
+        (b"\xff\xfe\xfa", "application/json", NOT_JSON),  # not UTF-8: FastAPI says 400
+        (b"[" * 50_000, "application/json", NOT_JSON),  # too deep for the parser
+        (b"[]", "application/json", NOT_AN_OBJECT),
+        (b'"just a string"', "application/json", NOT_AN_OBJECT),
+        (b"null", "application/json", NOT_AN_OBJECT),
+        (b"", "application/json", NOT_AN_OBJECT),
+        (b"name=Ada&email=ada%40example.org", "application/x-www-form-urlencoded", NOT_AN_OBJECT),
+        (b'{"name": "Ada", "email": "ada@example.org"}', "text/plain", NOT_AN_OBJECT),
+        (b'{"name": "Ada", "email": "ada@example.org"}', "", NOT_AN_OBJECT),
     ],
 )
-def test_malformed_bodies_are_json_4xx_and_store_nothing(
-    app: FastAPI, client: TestClient, letter: Letter, content: bytes, content_type: str
+def test_malformed_bodies_are_json_422_and_store_nothing(
+    app: FastAPI,
+    client: TestClient,
+    letter: Letter,
+    content: bytes,
+    content_type: str,
+    problem: str,
 ) -> None:
-    # A cross-site HTML form can only send form encodings: the API must refuse them.
-    response = client.post(
-        _signatures_url("ice-out"), content=content, headers={"content-type": content_type}
-    )
-    assert 400 <= response.status_code < 500
-    assert response.headers["content-type"] == "application/json"
-    assert set(response.json()) >= {"error", "detail"}
+    # A cross-site HTML form can only send form encodings: the API must refuse them. A
+    # wrong Content-Type is a 422 like any other body that is not a JSON object (the
+    # schema says so), not a 415.
+    headers = {"content-type": content_type} if content_type else {}
+    for url in (_signatures_url("ice-out"), "/api/v1/signatures/verify"):
+        response = client.post(url, content=content, headers=headers)
+        body = _is_error(response, 422, "invalid_input")
+        assert body["fields"] == {"body": problem}, url
     assert count(app, Signature) == 0
+
+
+def test_a_json_subtype_is_json(client: TestClient, letter: Letter) -> None:
+    response = client.post(
+        _signatures_url("ice-out"),
+        content=json.dumps(GOOD_FORM),
+        headers={"content-type": "application/merge-patch+json; charset=utf-8"},
+    )
+    assert response.status_code == 202
+
+
+@pytest.mark.parametrize(
+    "slug",
+    [
+        "a%00b",  # PostgreSQL refuses a NUL in text: it must never reach a query
+        "ice-out%00",
+        "%00",
+        "ice-out%0A",
+        "Ice-Out",
+        "ice_out",
+        "-ice-out",
+        "ice--out",
+        "%C3%A9t%C3%A9",
+        "%ED%A0%80",  # a lone surrogate, percent-encoded
+        "x" * 81,
+    ],
+)
+def test_a_slug_no_letter_can_have_is_json_404_before_any_query(
+    settings: Settings, slug: str
+) -> None:
+    """On SQLite and PostgreSQL alike (the `settings` fixture runs on both)."""
+    with TestClient(create_app(settings)) as client:
+        for response in (
+            client.get(f"/api/v1/letters/{slug}"),
+            client.get(_signatures_url(slug)),
+            client.post(_signatures_url(slug), json=GOOD_FORM),
+        ):
+            _is_error(response, 404, "letter_not_found")
+
+
+def test_nul_in_a_query_parameter_is_json_422_on_every_database(settings: Settings) -> None:
+    # Checked before the letter is looked up, so no NUL ever reaches a query.
+    with TestClient(create_app(settings)) as client:
+        for params in ({"q": "a\x00b"}, {"cursor": "1\x00"}, {"limit": "1\x00"}):
+            response = client.get(_signatures_url("nope"), params=params)
+            assert set(_is_error(response, 422, "invalid_input")["fields"]) == set(params)
+        _is_error(client.get(_signatures_url("nope")), 404, "letter_not_found")
+
+
+def test_the_largest_cursor_works_on_every_database(
+    clean_database: Database, settings: Settings
+) -> None:
+    """Signature ids are 32-bit on PostgreSQL: one more was a 500 there."""
+    try:
+        with clean_database.write() as session:
+            make_letter(session, slug="bounds")
+        with TestClient(create_app(settings)) as client:
+            url = _signatures_url("bounds")
+            largest = client.get(url, params={"cursor": str(2**31 - 1)})
+            assert largest.json() == {"items": [], "next_cursor": None}
+            beyond = client.get(url, params={"cursor": str(2**31)})
+            assert _is_error(beyond, 422, "invalid_input")["fields"] == {"cursor": "not a cursor"}
+    finally:
+        truncate(clean_database)  # the PostgreSQL database is shared by the whole run
 
 
 def test_signing_an_unknown_letter_is_json_404(app: FastAPI, client: TestClient) -> None:
