@@ -38,11 +38,11 @@ class LetterNotOpen(DomainError):
     default_detail = "This letter is not open for signatures."
 
 
-class LetterClosedBeforeConfirmation(LetterNotOpen):
+class LetterClosedBeforeVerification(LetterNotOpen):
     default_detail = "This letter closed before your signature was confirmed."
 
     def extra(self) -> dict[str, Any]:
-        return {"reason": "closed_before_confirmation"}
+        return {"reason": "closed_before_verification"}
 
 
 class InvalidToken(DomainError):

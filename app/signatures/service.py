@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from app import tokens, urls
 from app.config import Settings
 from app.db import utcnow
-from app.errors import InvalidToken, LetterClosedBeforeConfirmation, LetterNotOpen
+from app.errors import InvalidToken, LetterClosedBeforeVerification, LetterNotOpen
 from app.letters.models import Letter
 from app.letters.service import add_to_tally, get_letter_for_signing
 from app.mail.service import enqueue
@@ -146,7 +146,7 @@ def verify_signature(session: Session, *, token: str, settings: Settings) -> Sig
     public_id = _public_id_from(token, settings)
     found = _signature_with_letter(session, public_id)
     if found.signature.status == SignatureStatus.PENDING and not found.letter.is_open(utcnow()):
-        raise LetterClosedBeforeConfirmation()
+        raise LetterClosedBeforeVerification()
     # One statement: only a pending row changes, and the plain address goes unless the
     # signer agreed to be contacted. RETURNING refreshes `found.signature` in place.
     changed = session.scalars(

@@ -50,7 +50,7 @@ class ErrorOut(BaseModel):
     reason: str | None = Field(
         default=None,
         description="For `invalid_token`: `invalid`, `expired` or `gone`; for "
-        "`letter_not_open` when verifying: `closed_before_confirmation`.",
+        "`letter_not_open` when verifying: `closed_before_verification`.",
     )
     expired: bool | None = Field(default=None, description="For `invalid_token`.")
 
