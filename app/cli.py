@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import signal
@@ -18,9 +19,10 @@ from pydantic_settings import SettingsError
 from sqlalchemy.orm import Session
 
 from app import urls
-from app.config import Settings
+from app.config import MailBackend, Settings
 from app.db import Database
 from app.errors import DomainError
+from app.keycheck import KeyCheckFailed, check_secret_key
 
 cli = typer.Typer(help="Undersigned: open letters, signed and confirmed by email.",
                   no_args_is_help=True, add_completion=False)  # fmt: skip
@@ -36,7 +38,14 @@ SLUG_RULE = "use lower-case letters, digits and single dashes, like ice-out"
 def _settings() -> Settings:
     try:
         return Settings()
-    except (ValidationError, SettingsError, ValueError) as exc:
+    except ValidationError as exc:
+        typer.echo("Invalid settings (UNDERSIGNED_* variables or .env):", err=True)
+        for error in exc.errors():
+            field = "_".join(str(part) for part in error["loc"]).upper()
+            message = str(error["msg"]).removeprefix("Value error, ")
+            typer.echo(f"  UNDERSIGNED_{field}: {message}" if field else f"  {message}", err=True)
+        raise typer.Exit(2) from exc
+    except (SettingsError, ValueError) as exc:
         typer.echo(f"Invalid settings (UNDERSIGNED_* variables or .env):\n{exc}", err=True)
         raise typer.Exit(2) from exc
 
@@ -59,10 +68,47 @@ def _transaction(settings: Settings) -> Iterator[Session]:
 
 
 def _migrate(settings: Settings) -> None:
+    """Migrates, with this process's key checked against the database's first (a
+    migration may re-key stored hashes with it) and recorded after."""
     from app.migrate import upgrade
 
     with _database(settings) as database:
-        upgrade(database)
+        _check_secret_key(database, settings, migrated=False)
+        upgrade(database, secret_key=settings.secret)
+        _check_secret_key(database, settings)
+
+
+def _check_secret_key(database: Database, settings: Settings, *, migrated: bool = True) -> None:
+    """A process whose SECRET_KEY differs from the database's refuses to start."""
+    try:
+        check_secret_key(database, settings, migrated=migrated)
+    except KeyCheckFailed as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from exc
+
+
+def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+
+
+def is_loopback(host: str) -> bool:
+    """Only this machine can reach a server bound to `host`. A name other than
+    localhost counts as the network: it may resolve to anything."""
+    ip = _ip(host)
+    return host.lower() in ("localhost", "localhost.") if ip is None else ip.is_loopback
+
+
+def base_url_for(host: str, port: int) -> str:
+    """The address a browser on this machine uses to reach `--host`/`--port`."""
+    ip = _ip(host)
+    if host.lower() in ("localhost", "localhost.") or (ip is not None and ip.is_unspecified):
+        return f"http://127.0.0.1:{port}"  # 0.0.0.0 and :: answer on loopback too
+    if ip is not None and ip.version == 6:
+        return f"http://[{ip}]:{port}"
+    return f"http://{host}:{port}"
 
 
 @db_cli.command("upgrade")
@@ -85,11 +131,34 @@ def serve(
     import uvicorn
 
     settings = _settings()
-    _migrate(settings)
+    if (
+        settings.mail_backend == MailBackend.DEV
+        and not is_loopback(host)
+        and not settings.allow_dev_mail_on_network
+    ):
+        typer.echo(
+            f"Refusing to serve on {host}: MAIL_BACKEND is dev, which keeps every email, "
+            "with its confirmation link, in the dev mailbox instead of sending it. Serve on "
+            "127.0.0.1, or set UNDERSIGNED_MAIL_BACKEND=smtp, or, to listen on the network "
+            "anyway, UNDERSIGNED_ALLOW_DEV_MAIL_ON_NETWORK=true (/dev/mail still answers "
+            "only this machine).",
+            err=True,
+        )
+        raise typer.Exit(2)
     # The factory re-reads Settings in each server process; this is how it learns
-    # about --no-worker.
+    # about --no-worker and about a BASE_URL derived from --host and --port.
     os.environ["UNDERSIGNED_RUN_MAIL_WORKER"] = "false" if no_worker else "true"
+    derived = "base_url" not in settings.model_fields_set
+    if derived:
+        os.environ["UNDERSIGNED_BASE_URL"] = base_url_for(host, port)
+        settings = _settings()
+    _migrate(settings)  # and the key check
     typer.echo(f"Undersigned on {settings.base_url} (listening on {host}:{port})")
+    if derived:
+        typer.echo(
+            f"UNDERSIGNED_BASE_URL is not set: links in emails and the API use "
+            f"{settings.base_url}. Set it to the public address if there is one."
+        )
     if settings.mail_backend == "dev":
         typer.echo(f"Dev mailbox: {urls.dev_mailbox_url(settings.base_url)}")
     uvicorn.run(
@@ -121,8 +190,9 @@ def worker() -> None:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    typer.echo(f"Mail worker delivering through the {settings.mail_backend} backend.")
     with _database(settings) as database:
+        _check_secret_key(database, settings)
+        typer.echo(f"Mail worker delivering through the {settings.mail_backend} backend.")
         run_worker(database, make_backend(settings), settings=settings, stop=stop)
 
 
@@ -196,4 +266,7 @@ def purge() -> None:
 
 
 def main() -> None:
+    # The SQLite file (and its -wal and -shm), the dev mailbox's emails and DATA_DIR
+    # itself hold signers' addresses: nobody but this user reads what we create.
+    os.umask(0o077)
     cli()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import tempfile
 from enum import StrEnum
 from importlib import resources
 from pathlib import Path
@@ -27,6 +28,9 @@ def shipped_dir(name: str) -> Path:
     raise RuntimeError(f"{name}/ is missing from this installation of undersigned")
 
 
+MIN_SECRET_BYTES = 32
+MAKE_A_KEY = 'python -c "import secrets; print(secrets.token_urlsafe(48))"'
+
 TEMPLATES_DIR = shipped_dir("templates")
 STATIC_DIR = shipped_dir("static")
 MIGRATIONS_DIR = shipped_dir("migrations")
@@ -45,7 +49,11 @@ class SmtpSecurity(StrEnum):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="UNDERSIGNED_", env_file=".env", extra="ignore", frozen=True
+        env_prefix="UNDERSIGNED_",
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+        hide_input_in_errors=True,  # an error message never repeats a key or a password
     )
 
     database_url: str = "sqlite:///./var/undersigned.db"
@@ -62,7 +70,11 @@ class Settings(BaseSettings):
     smtp_port: int = 25
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
-    smtp_security: SmtpSecurity = SmtpSecurity.NONE
+    smtp_security: SmtpSecurity = Field(
+        default=SmtpSecurity.NONE,
+        description="Default: starttls when SMTP_USERNAME or SMTP_PASSWORD is set, else none. "
+        "`none` with a username or password is refused: the password would go in clear.",
+    )
     smtp_timeout_seconds: float = 20.0
     mail_from: str = "Undersigned <letters@localhost>"
 
@@ -81,6 +93,11 @@ class Settings(BaseSettings):
     log_level: str = "info"
     access_log: bool = Field(
         default=False, description="uvicorn's access log: client IPs and token URLs. Off."
+    )
+    allow_dev_mail_on_network: bool = Field(
+        default=False,
+        description="Let `undersigned serve` listen on a non-loopback address with "
+        "MAIL_BACKEND=dev. /dev/mail still answers loopback clients only.",
     )
 
     @model_validator(mode="before")
@@ -103,9 +120,26 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("secret_key")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            _check_key_length(value.get_secret_value(), "UNDERSIGNED_SECRET_KEY")
+        return value
+
     @model_validator(mode="after")
     def _normalise(self) -> Settings:
         object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
+        has_credentials = bool(self.smtp_username or self.smtp_password)
+        if has_credentials and "smtp_security" not in self.model_fields_set:
+            # Credentials, and no word on security: never send the password in clear.
+            object.__setattr__(self, "smtp_security", SmtpSecurity.STARTTLS)
+        if has_credentials and self.smtp_security == SmtpSecurity.NONE:
+            raise ValueError(
+                "SMTP_SECURITY=none with SMTP_USERNAME/SMTP_PASSWORD would send the SMTP "
+                "password in clear: set SMTP_SECURITY to starttls or tls (or leave it unset: "
+                "with credentials it defaults to starttls)"
+            )
         if self.secret_key is None:
             object.__setattr__(self, "secret_key", SecretStr(_load_or_create_secret(self.data_dir)))
         return self
@@ -128,17 +162,58 @@ class Settings(BaseSettings):
         return self.base_url.startswith("https://")
 
 
-def _load_or_create_secret(data_dir: Path) -> str:
-    """The key lives in a 0600 file so that restarts keep links valid."""
-    path = data_dir / "secret_key"
-    if path.exists():
-        return path.read_text().strip()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_urlsafe(48)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process won the race
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as handle:
-        handle.write(key)
+def _check_key_length(key: str, where: str, *, put_it: str = "") -> None:
+    size = len(key.encode())
+    if size < MIN_SECRET_BYTES:
+        found = "is empty" if size == 0 else f"is only {size} byte{'s' * (size != 1)} long"
+        raise ValueError(
+            f"the secret key in {where} {found}; it needs at least {MIN_SECRET_BYTES} "
+            f"random bytes. Make one with: {MAKE_A_KEY}{put_it}"
+        )
+
+
+def _read_secret(path: Path) -> str:
+    key = path.read_text().strip()
+    _check_key_length(
+        key, str(path), put_it=" and write it into that file, or set UNDERSIGNED_SECRET_KEY"
+    )
     return key
+
+
+def _load_or_create_secret(data_dir: Path) -> str:
+    """The key lives in a 0600 file so that restarts keep links valid.
+
+    A new key is written to a private temporary file beside it, flushed to disk, then
+    hard-linked into place: the name appears only once the whole key is there, so a
+    process racing this one never reads a half-written or empty file, and the loser of
+    a race (the link fails: the name exists) reads the winner's key."""
+    path = data_dir / "secret_key"
+    try:
+        return _read_secret(path)
+    except FileNotFoundError:
+        pass
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    fd, tmp = tempfile.mkstemp(dir=data_dir, prefix=".secret_key.", suffix=".tmp")  # 0600
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(key)
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:  # another process won the race: its key is complete
+            return _read_secret(path)
+        _fsync_directory(data_dir)
+    finally:
+        os.unlink(tmp)
+    return key
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Makes a new name in `directory` survive a power cut."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

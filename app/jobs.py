@@ -1,5 +1,5 @@
-"""The background work, above the domains: the mail worker's loop (delivery, then the
-retention rules once an hour) and the retention rules themselves.
+"""The background work, above the domains: the mail worker's loop (new submissions'
+emails, delivery, and the retention rules once an hour) and the retention rules.
 
 `undersigned worker` runs the loop in its own process; `undersigned serve` runs it in a
 thread unless `--no-worker`; `undersigned purge` applies the retention rules once.
@@ -18,7 +18,7 @@ from app.db import Database, utcnow
 from app.mail.backends import Backend, dev_mailbox
 from app.mail.service import SENT_RETENTION, purge_outbox
 from app.mail.worker import deliver_due
-from app.signatures.service import purge_expired_pending
+from app.signatures.service import notify_pending, purge_expired_pending
 
 log = logging.getLogger("undersigned.jobs")
 
@@ -28,12 +28,18 @@ PURGE_EVERY = timedelta(hours=1)
 def purge(session: Session, *, settings: Settings) -> dict[str, int]:
     """Every retention rule, in the caller's transaction; how many of each went."""
     return {
-        "expired_pending_signatures": purge_expired_pending(
-            session, settings=settings, now=utcnow()
-        ),
+        "expired_pending_signatures": purge_expired_pending(session, now=utcnow()),
         "finished_emails": purge_outbox(session),
         "dev_mailbox_files": dev_mailbox(settings).purge(older_than=SENT_RETENTION),
     }
+
+
+def work_once(database: Database, backend: Backend, *, settings: Settings) -> int:
+    """One pass: decide what new submissions get (their emails join the outbox in the
+    same transaction), then deliver what is due. Returns how many things were done."""
+    with database.write() as session:
+        decided = notify_pending(session, settings=settings)
+    return decided + deliver_due(database, backend, settings=settings)
 
 
 def run_worker(
@@ -52,7 +58,7 @@ def run_worker(
                 with database.write() as session:
                     purge(session, settings=settings)
                 next_purge = utcnow() + PURGE_EVERY
-            if deliver_due(database, backend, settings=settings):
+            if work_once(database, backend, settings=settings):
                 continue  # more may be waiting
         except Exception:
             log.exception("mail worker pass failed; retrying")

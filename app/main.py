@@ -18,13 +18,19 @@ from app import urls
 from app.config import STATIC_DIR, MailBackend, Settings
 from app.db import Database
 from app.jobs import run_worker
+from app.keycheck import check_secret_key
 from app.letters import api as letters_api
 from app.letters import pages as letters_pages
 from app.mail.backends import make_backend
 from app.signatures import api as signatures_api
 from app.signatures import pages as signatures_pages
 from app.web import dev, errors
-from app.web.security import BodyLimitMiddleware, SecurityMiddleware
+from app.web.security import (
+    BodyLimitMiddleware,
+    HeaderLimitMiddleware,
+    RelativeSlashRedirect,
+    SecurityMiddleware,
+)
 
 log = logging.getLogger("undersigned")
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "testserver"}
@@ -36,6 +42,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # A process with another SECRET_KEY than the database's refuses to start.
+        check_secret_key(database, settings)
         stop = threading.Event()
         worker = None
         if settings.run_mail_worker:
@@ -64,6 +72,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,  # Swagger UI and ReDoc load scripts from a CDN
         redoc_url=None,
         lifespan=lifespan,
+        # Starlette's trailing-slash redirect builds Location from the Host header;
+        # RelativeSlashRedirect (below) does the same job with a relative Location.
+        redirect_slashes=False,
     )
     app.state.settings = settings
     app.state.database = database
@@ -71,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Our own body limit, not FastAPI's max_body_size: that one answers a bare
     # text/plain 413 outside every handler and middleware (no page, no headers).
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(HeaderLimitMiddleware)  # inside SecurityMiddleware: its 431 gets the headers
     app.add_middleware(SecurityMiddleware, secure=settings.secure_cookies)
     errors.install(app)
     errors.document_api(app)  # /api/v1/openapi.json: /api/v1 only, errors as ErrorOut
@@ -91,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 urls.dev_mailbox_url(settings.base_url),
             )
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.router.default = RelativeSlashRedirect(app.router)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> Response:

@@ -20,6 +20,7 @@ class Purpose(StrEnum):
     SIGNATURE_MANAGE = "signature-manage"
     ORGANIZER_LOGIN = "organizer-login"
     UNSUBSCRIBE = "unsubscribe"
+    LIST_CURSOR = "list-cursor"
     CSRF = "csrf"
 
 

@@ -15,7 +15,7 @@ from app import tokens
 from app.db import Database
 from app.letters.models import Letter, LetterTally
 from app.models import import_all
-from app.signatures.models import Signature, SignatureStatus
+from app.signatures.models import PendingSignature, PendingState, Signature, SignatureStatus
 from bench.load import Phase, Result, Send, get, python_phase, wrk_phase
 from bench.report import progress
 from bench.servers import Deployment, Server
@@ -77,7 +77,6 @@ def signer(prefix: str, kind: str) -> Send:
             "title": "Engineer",
             "organization": "Loopback Labs",
             "city": "127.0.0.1",
-            "comment": "",
             "display": "public" if n % 4 else "anonymous",
             "contact_ok": n % 3 == 0,
         }
@@ -116,9 +115,9 @@ def confirmation_tokens(
     tests/support/factories.py `verify_token` does (no mail worker, no email parsing)."""
     with database.read() as session:
         rows = session.execute(
-            select(Signature.email, Signature.public_id).where(
-                Signature.status == SignatureStatus.PENDING,
-                Signature.email.like(prefix + "-%"),
+            select(PendingSignature.email, PendingSignature.public_id).where(
+                PendingSignature.state == PendingState.WAITING,
+                PendingSignature.email.like(prefix + "-%"),
             )
         ).all()
     queues: dict[str, collections.deque[str]] = {
@@ -126,7 +125,7 @@ def confirmation_tokens(
         "m": collections.deque(),
     }
     for email, public_id in rows:
-        assert email is not None  # pending signatures keep their address
+        assert email is not None  # no worker runs here: waiting submissions keep it
         kind = email[len(prefix) + 1]
         queues[kind].append(tokens.issue(secret_key, tokens.Purpose.SIGNATURE_VERIFY, public_id))
     return queues
@@ -234,8 +233,8 @@ def check_tally(site: Deployment, app: Server) -> TallyCheck:
         ).scalar_one()
         pending = session.execute(
             select(func.count())
-            .select_from(Signature)
-            .where(Signature.status == SignatureStatus.PENDING)
+            .select_from(PendingSignature)
+            .where(PendingSignature.state != PendingState.CONFIRMED)
         ).scalar_one()
     api = httpx.get(f"{app.url}/api/v1/letters/{SLUG}", timeout=10).json()["signature_count"]
     return TallyCheck(tally=tally, verified=verified, api=int(api), pending=pending)

@@ -9,6 +9,7 @@ from alembic import context
 from sqlalchemy import Connection
 
 from app.db import Base, Database
+from app.migrate import include_object_for
 from app.models import import_all
 
 import_all()
@@ -24,6 +25,7 @@ def run_with(connection: Connection) -> None:
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_object=include_object_for(connection.dialect.name),
     )
     with context.begin_transaction():
         context.run_migrations()
@@ -36,7 +38,9 @@ def run_migrations_online() -> None:
         return
     from app.config import Settings
 
-    database = Database(Settings().database_url)
+    settings = Settings()
+    config.attributes["secret_key"] = settings.secret
+    database = Database(settings.database_url)
     try:
         with database.write_connection() as connection:
             run_with(connection)

@@ -14,12 +14,16 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect, select
 
+from app.cli import base_url_for, is_loopback
 from app.db import Database, utcnow
 from app.letters.models import Letter, LetterStatus
 
 pytestmark = pytest.mark.slow  # runs `undersigned` in subprocesses
 
 TIMEOUT = 120
+SECRET = "cli-test-secret-0123456789-abcdefghijklmnop"
+OTHER_SECRET = "another-cli-secret-0123456789-abcdefghijk"
+MISMATCH = "different SECRET_KEY than the one this database was used with"
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
 
@@ -43,7 +47,11 @@ def run(tmp_path: Path, database_url: str) -> Run:
     script = _console_script()
 
     def run(
-        *args: str, secret: bool = True, expect: int | None = 0
+        *args: str,
+        secret: bool | str = True,
+        expect: int | None = 0,
+        timeout: float = TIMEOUT,
+        **settings: str,
     ) -> subprocess.CompletedProcess[str]:
         env = {
             key: value for key, value in os.environ.items() if not key.startswith("UNDERSIGNED_")
@@ -51,14 +59,15 @@ def run(tmp_path: Path, database_url: str) -> Run:
         env["UNDERSIGNED_DATABASE_URL"] = database_url
         env["UNDERSIGNED_DATA_DIR"] = str(tmp_path / "data")
         if secret:
-            env["UNDERSIGNED_SECRET_KEY"] = "cli-test-secret"
+            env["UNDERSIGNED_SECRET_KEY"] = SECRET if secret is True else str(secret)
+        env.update({f"UNDERSIGNED_{name}": value for name, value in settings.items()})
         result = subprocess.run(  # noqa: S603
             [script, *args],
             cwd=tmp_path,
             env=env,
             capture_output=True,
             text=True,
-            timeout=TIMEOUT,
+            timeout=timeout,
             check=False,
         )
         if expect is not None:
@@ -170,6 +179,7 @@ def test_secret_key_is_generated_once_and_kept(run: Run, tmp_path: Path) -> None
     run("db", "upgrade", secret=False)
     assert key_file.is_file()
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(key_file.parent.stat().st_mode) == 0o700
     key = key_file.read_text()
     assert len(key.strip()) >= 32
 
@@ -178,5 +188,64 @@ def test_secret_key_is_generated_once_and_kept(run: Run, tmp_path: Path) -> None
 
     # With the key given in the environment, no file is needed or touched.
     key_file.unlink()
-    run("purge")
+    run("purge", secret=key)
     assert not key_file.exists()
+
+
+def test_a_short_or_empty_secret_key_is_refused_with_a_way_out(run: Run, tmp_path: Path) -> None:
+    make_one = 'python -c "import secrets; print(secrets.token_urlsafe(48))"'
+    short = run("db", "upgrade", secret="only-sixteen-byt", expect=2)
+    assert "UNDERSIGNED_SECRET_KEY" in short.stderr
+    assert "at least 32 random bytes" in short.stderr
+    assert make_one in short.stderr
+    assert "only-sixteen-byt" not in short.stderr
+    assert "Traceback" not in short.stderr
+
+    key_file = tmp_path / "data" / "secret_key"
+    key_file.parent.mkdir()
+    key_file.write_text("")  # what a crash half-way through writing it used to leave
+    empty = run("db", "upgrade", secret=False, expect=2)
+    assert f"{key_file} is empty" in empty.stderr
+    assert make_one in empty.stderr
+    assert "Traceback" not in empty.stderr
+
+
+def test_processes_with_another_secret_key_refuse_to_start(run: Run) -> None:
+    """The database remembers the first key (a fingerprint); `serve`, `worker` and
+    `db upgrade` with another one stop at once, with the reason, and change nothing."""
+    run("db", "upgrade")
+    for command in (("worker",), ("serve", "--port", "1"), ("db", "upgrade")):
+        refused = run(*command, secret=OTHER_SECRET, expect=1, timeout=60)
+        assert MISMATCH in refused.stderr, command
+        assert "Traceback" not in refused.stderr, command
+        assert OTHER_SECRET not in refused.stderr + refused.stdout, command
+    run("purge")  # the right key still works
+
+
+def test_serve_refuses_the_dev_mailbox_on_the_network(run: Run) -> None:
+    for host in ("0.0.0.0", "::", "192.0.2.10", "letters.example.org"):  # noqa: S104
+        refused = run("serve", "--host", host, "--port", "1", expect=2, timeout=60)
+        assert f"Refusing to serve on {host}" in refused.stderr
+        assert "UNDERSIGNED_ALLOW_DEV_MAIL_ON_NETWORK=true" in refused.stderr
+        assert "Traceback" not in refused.stderr
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback", "base_url"),
+    [
+        ("127.0.0.1", True, "http://127.0.0.1:8080"),
+        ("localhost", True, "http://127.0.0.1:8080"),
+        ("::1", True, "http://[::1]:8080"),
+        ("127.0.0.2", True, "http://127.0.0.2:8080"),
+        ("0.0.0.0", False, "http://127.0.0.1:8080"),  # noqa: S104
+        ("::", False, "http://127.0.0.1:8080"),
+        ("192.0.2.10", False, "http://192.0.2.10:8080"),
+        ("2001:db8::1", False, "http://[2001:db8::1]:8080"),
+        ("letters.example.org", False, "http://letters.example.org:8080"),
+    ],
+)
+def test_where_serve_listens_and_the_links_it_builds(
+    host: str, loopback: bool, base_url: str
+) -> None:
+    assert is_loopback(host) is loopback
+    assert base_url_for(host, 8080) == base_url

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from app.config import MailBackend, Settings
+from app.config import MailBackend, Settings, SmtpSecurity
 
 
 def _settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, **env: str) -> Settings:
@@ -58,3 +62,131 @@ def test_bad_settings_are_refused(
 ) -> None:
     with pytest.raises(ValidationError):
         _settings(monkeypatch, tmp_path, **env)
+
+
+# --- the secret key ---
+
+MAKE_A_KEY = 'python -c "import secrets; print(secrets.token_urlsafe(48))"'
+
+
+def test_a_secret_key_shorter_than_32_bytes_is_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for short in ("a", "s3cr3t-but-only-31-bytes-long!!"):
+        with pytest.raises(ValidationError) as refused:
+            _settings(monkeypatch, tmp_path, SECRET_KEY=short)
+        message = str(refused.value)
+        assert "at least 32 random bytes" in message
+        assert MAKE_A_KEY in message
+        if len(short) > 1:
+            assert short not in message, "an error message never repeats the key"
+    assert _settings(monkeypatch, tmp_path, SECRET_KEY="x" * 32).secret == "x" * 32
+    assert not (tmp_path / "secret_key").exists()
+
+
+@pytest.mark.parametrize("content", ["", "\n", "too-short-a-key"])
+def test_an_empty_or_short_key_file_is_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, content: str
+) -> None:
+    key_file = tmp_path / "secret_key"
+    key_file.write_text(content)
+    with pytest.raises(ValidationError) as refused:
+        _settings(monkeypatch, tmp_path)
+    message = str(refused.value)
+    assert str(key_file) in message
+    assert "at least 32 random bytes" in message
+    assert MAKE_A_KEY in message
+    assert key_file.read_text() == content, "a refused key file is left for the operator"
+
+
+def test_a_new_key_file_is_private_and_appears_only_complete(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "data" / "var"
+    key_file = data_dir / "secret_key"
+    seen_at_fsync: list[bool] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if not seen_at_fsync:  # the first fsync: the key's own bytes
+            seen_at_fsync.append(key_file.exists())
+        real_fsync(fd)
+
+    monkeypatch.setattr("app.config.os.fsync", fsync)
+    monkeypatch.setenv("UNDERSIGNED_DATA_DIR", str(data_dir))
+    settings = Settings(_env_file=None)
+
+    assert seen_at_fsync == [False], "the key file must not exist until its bytes are on disk"
+    assert key_file.read_text() == settings.secret
+    assert len(settings.secret.encode()) >= 32
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+    assert sorted(path.name for path in data_dir.iterdir()) == ["secret_key"]  # no temp file
+    again = Settings(_env_file=None)
+    assert again.secret == settings.secret, "a restart keeps the key"
+
+
+def test_the_loser_of_a_race_reads_the_winners_key(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Another process creates the file between our check and our link."""
+    winner = "w" * 64
+    real_link = os.link
+
+    def link(source: str, target: str) -> None:
+        Path(target).write_text(winner)  # the racing process got there first
+        real_link(source, target)
+
+    monkeypatch.setattr("app.config.os.link", link)
+    assert _settings(monkeypatch, tmp_path).secret == winner
+    assert (tmp_path / "secret_key").read_text() == winner
+    assert [path.name for path in tmp_path.iterdir()] == ["secret_key"]
+
+
+def test_processes_starting_together_share_one_key(tmp_path: Path) -> None:
+    """Real processes racing to create the key: every one ends with the same key."""
+    code = "from app.config import Settings; print(Settings(_env_file=None).secret, flush=True)"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UNDERSIGNED_")}
+    env["UNDERSIGNED_DATA_DIR"] = str(tmp_path / "var")
+    processes = [
+        subprocess.Popen(  # noqa: S603
+            [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(8)
+    ]
+    keys = {process.communicate(timeout=60)[0].strip() for process in processes}
+    assert all(process.returncode == 0 for process in processes)
+    assert keys == {(tmp_path / "var" / "secret_key").read_text()}
+    assert [path.name for path in (tmp_path / "var").iterdir()] == ["secret_key"]
+
+
+# --- SMTP credentials never travel in clear ---
+
+
+def test_smtp_credentials_default_to_starttls(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    assert _settings(monkeypatch, tmp_path).smtp_security == SmtpSecurity.NONE
+    with_login = _settings(monkeypatch, tmp_path, SMTP_USERNAME="u", SMTP_PASSWORD="p")
+    assert with_login.smtp_security == SmtpSecurity.STARTTLS
+    assert _settings(monkeypatch, tmp_path, SMTP_SECURITY="tls").smtp_security == SmtpSecurity.TLS
+
+
+@pytest.mark.parametrize(
+    "credentials", [{"SMTP_USERNAME": "u", "SMTP_PASSWORD": "pw"}, {"SMTP_PASSWORD": "pw"}]
+)
+def test_smtp_security_none_with_credentials_is_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, credentials: dict[str, str]
+) -> None:
+    with pytest.raises(ValidationError) as refused:
+        _settings(monkeypatch, tmp_path, SMTP_SECURITY="none", **credentials)
+    assert "password in clear" in str(refused.value)
+    assert "pw" not in str(refused.value).replace("password", "")
+
+
+def test_the_dev_mailbox_stays_off_the_network_by_default(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    assert _settings(monkeypatch, tmp_path).allow_dev_mail_on_network is False
+    allowed = _settings(monkeypatch, tmp_path, ALLOW_DEV_MAIL_ON_NETWORK="true")
+    assert allowed.allow_dev_mail_on_network is True

@@ -8,73 +8,58 @@ from datetime import timedelta
 from email.message import EmailMessage
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.db import Database, utcnow
 from app.jobs import purge
 from app.mail.backends import dev_mailbox
 from app.mail.models import OutboxEmail, OutboxStatus
-from app.signatures.models import Signature, SignatureStatus
-from app.signatures.service import verify_signature
+from app.signatures.models import PendingSignature, PendingState, Signature
+from app.signatures.service import notify_pending, verify_signature
 from tests.support.config import make_settings
 from tests.support.factories import make_letter, sign, verify_token
 
 
-def _exists(session: Session, model: type[Signature] | type[OutboxEmail], id_: int) -> bool:
+def _exists(session: Session, model: type[PendingSignature] | type[OutboxEmail], id_: int) -> bool:
     return session.scalar(select(model.id).where(model.id == id_)) is not None
 
 
-def test_purge_deletes_expired_pending_signatures(
+def test_purge_deletes_submissions_whose_link_has_expired(
     session: Session, database: Database, tmp_path: Path
 ) -> None:
+    """Each submission lives until its link expires (VERIFY_MAX_AGE_DAYS after the
+    email went, or after it was recorded if no email went), confirmed ones included."""
     settings = make_settings(tmp_path, database.url, verify_max_age_days=3)
-    now = utcnow()
     letter = make_letter(session)
-
-    def pending(age: timedelta) -> Signature:
-        signature = sign(session, letter, settings)
-        signature.link_sent_at = now - age
-        return signature
-
-    def verified(age: timedelta) -> Signature:
-        signature = sign(session, letter, settings)
-        verify_signature(session, token=verify_token(settings, signature), settings=settings)
-        signature.link_sent_at = now - age
-        return signature
-
-    expired = pending(timedelta(days=4))
-    long_expired = pending(timedelta(days=40))
-    fresh = pending(timedelta(hours=1))
-    nearly_expired = pending(timedelta(days=3) - timedelta(minutes=5))
-    old_verified = verified(timedelta(days=40))
-    new_verified = verified(timedelta(minutes=1))
+    now = utcnow()
+    rows = {
+        name: sign(session, letter, settings, email=f"{name}@example.org")
+        for name in ("waiting", "sent", "confirmed", "old_waiting", "old_sent", "old_confirmed")
+    }
+    notify_pending(session, settings=settings)
+    for name in ("confirmed", "old_confirmed"):
+        verify_signature(session, token=verify_token(settings, rows[name]), settings=settings)
+    rows["waiting"].state = rows["old_waiting"].state = PendingState.WAITING
+    for name in ("old_waiting", "old_sent", "old_confirmed"):
+        rows[name].expires_at = now - timedelta(minutes=1)
     session.flush()
-    expired_id = expired.id
-    # The expired signature's link email follows its own retention rule.
-    [expired_email_id] = session.scalars(
-        select(OutboxEmail.id).where(OutboxEmail.to_address == expired.email)
-    ).all()
+    # The expired submission's email follows the outbox's own retention rule.
+    emails_before = session.scalar(select(func.count()).select_from(OutboxEmail))
 
     result = purge(session, settings=settings)
 
-    assert result["expired_pending_signatures"] >= 2
-    assert not _exists(session, Signature, expired_id)
-    assert not _exists(session, Signature, long_expired.id)
-    for kept in (fresh, nearly_expired, old_verified, new_verified):
-        assert _exists(session, Signature, kept.id)
-    statuses = session.execute(
-        select(Signature.id, Signature.status).where(Signature.letter_id == letter.id)
-    ).all()
-    assert sorted(statuses) == sorted(
-        [
-            (fresh.id, SignatureStatus.PENDING),
-            (nearly_expired.id, SignatureStatus.PENDING),
-            (old_verified.id, SignatureStatus.VERIFIED),
-            (new_verified.id, SignatureStatus.VERIFIED),
-        ]
+    assert result["expired_pending_signatures"] >= 3
+    for name, row in rows.items():
+        assert _exists(session, PendingSignature, row.id) == (not name.startswith("old")), name
+    assert session.scalar(select(func.count()).select_from(OutboxEmail)) == emails_before
+    # Confirmed signatures are not pending rows: purging never touches them.
+    assert (
+        session.scalar(
+            select(func.count()).select_from(Signature).where(Signature.letter_id == letter.id)
+        )
+        == 2
     )
-    assert _exists(session, OutboxEmail, expired_email_id)
 
 
 def test_default_link_age_is_seven_days(
@@ -83,14 +68,13 @@ def test_default_link_age_is_seven_days(
     settings = make_settings(tmp_path, database.url)
     assert settings.verify_max_age_days == 7
     letter = make_letter(session)
-    six_days = sign(session, letter, settings)
-    six_days.link_sent_at = utcnow() - timedelta(days=6)
-    eight_days = sign(session, letter, settings)
-    eight_days.link_sent_at = utcnow() - timedelta(days=8)
-    session.flush()
-    purge(session, settings=settings)
-    assert _exists(session, Signature, six_days.id)
-    assert not _exists(session, Signature, eight_days.id)
+    before = utcnow()
+    pending = sign(session, letter, settings)
+    notify_pending(session, settings=settings)
+    session.refresh(pending)
+    assert pending.notified_at is not None
+    assert pending.expires_at - pending.notified_at == timedelta(days=7)
+    assert pending.expires_at >= before + timedelta(days=7)
 
 
 def _email(
@@ -145,7 +129,7 @@ def test_purge_twice_deletes_nothing_more(
     settings = make_settings(tmp_path, database.url)
     letter = make_letter(session)
     stale = sign(session, letter, settings)
-    stale.link_sent_at = utcnow() - timedelta(days=10)
+    stale.expires_at = utcnow() - timedelta(days=3)
     _email(session, OutboxStatus.SENT, finished_ago=timedelta(days=10))
     session.flush()
     first = purge(session, settings=settings)

@@ -17,14 +17,21 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect, text
 
 from app.db import Base, Database
-from app.migrate import alembic_config, downgrade, upgrade
+from app.migrate import alembic_config, downgrade, include_object_for, upgrade
 from app.models import import_all
 from tests.support.config import PG_URL, skip_or_fail
 from tests.support.databases import create_postgres_database, drop_postgres_database
 
 import_all()
 
-EXPECTED_TABLES = {"letters", "letter_tallies", "signatures", "outbox_emails"}
+EXPECTED_TABLES = {
+    "letters",
+    "letter_tallies",
+    "signatures",
+    "pending_signatures",
+    "outbox_emails",
+    "secret_fingerprints",
+}
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -59,7 +66,11 @@ def _differences(engine: Engine) -> list[object]:
     with engine.connect() as connection:
         context = MigrationContext.configure(
             connection,
-            opts={"compare_type": True, "target_metadata": Base.metadata},
+            opts={
+                "compare_type": True,
+                "target_metadata": Base.metadata,
+                "include_object": include_object_for(connection.dialect.name),
+            },
         )
         return list(compare_metadata(context, Base.metadata))
 

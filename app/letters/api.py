@@ -53,7 +53,7 @@ def letter_out(found: letters.LetterWithTally, settings: Settings) -> LetterOut:
         slug=letter.slug,
         title=letter.title,
         summary=letter.summary,
-        status=letter.status,
+        status=found.status,
         signature_count=found.signature_count,
         goal=letter.goal,
         closes_at=letter.closes_at,

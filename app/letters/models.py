@@ -3,7 +3,8 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import CheckConstraint, ForeignKey, Integer, String, Text
+from sqlalchemy import CheckConstraint, ColumnElement, ForeignKey, Integer, String, Text, and_, or_
+from sqlalchemy.ext.hybrid import hybrid_method
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db import Base, UTCDateTime, str_enum, utcnow
@@ -37,8 +38,26 @@ class Letter(Base):
 
     tally: Mapped[LetterTally] = relationship(lazy="raise", back_populates="letter")
 
+    # The one rule for "open": published as open, and its closing time (if any) not yet
+    # reached. The same rule in Python (a loaded letter) and in SQL (queries that sort
+    # or filter by it), side by side; tests check that both agree on both databases.
+    @hybrid_method
     def is_open(self, now: datetime) -> bool:
         return self.status == LetterStatus.OPEN and (self.closes_at is None or self.closes_at > now)
+
+    @is_open.expression  # (`.inplace.expression` confuses mypy; this one mutates in place too)
+    @classmethod
+    def _is_open_expression(cls, now: datetime) -> ColumnElement[bool]:
+        return and_(
+            cls.status == LetterStatus.OPEN, or_(cls.closes_at.is_(None), cls.closes_at > now)
+        )
+
+    def status_at(self, now: datetime) -> LetterStatus:
+        """The status people see: an open letter whose closing time has passed is closed
+        (the stored status stays `open`; nothing has to run at the closing time)."""
+        if self.status == LetterStatus.OPEN and not self.is_open(now):
+            return LetterStatus.CLOSED
+        return self.status
 
 
 class LetterTally(Base):
@@ -54,5 +73,8 @@ class LetterTally(Base):
         ForeignKey("letters.id", ondelete="CASCADE"), primary_key=True
     )
     verified_count: Mapped[int] = mapped_column(Integer, default=0)
+    last_position: Mapped[int] = mapped_column(
+        Integer, default=0, doc="The last `Signature.position` handed out (never reused)."
+    )
 
     letter: Mapped[Letter] = relationship(lazy="raise", back_populates="tally")

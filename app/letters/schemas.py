@@ -26,7 +26,9 @@ class LetterOut(BaseModel):
     slug: str
     title: str
     summary: str
-    status: LetterStatus
+    status: LetterStatus = Field(
+        description="`open` or `closed`. A letter is closed once its `closes_at` has passed."
+    )
     signature_count: int
     goal: int | None
     closes_at: datetime | None

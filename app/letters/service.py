@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 import nh3
 from markdown_it import MarkdownIt
+from markdown_it.renderer import RendererHTML
+from markdown_it.token import Token
 from sqlalchemy import Select, case, select, update
 from sqlalchemy.orm import Session, defer
 
@@ -15,30 +19,82 @@ from app.errors import InvalidInput, LetterNotFound
 from app.letters.models import Letter, LetterStatus, LetterTally
 from app.letters.schemas import LetterCreate
 
-_markdown = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table")
+# Raw HTML is parsed (not shown as literal tags) so that nh3 can drop what is not allowed.
+_markdown = MarkdownIt("commonmark", {"html": True, "linkify": False}).enable("table")
 _ALLOWED_TAGS = {
-    "p", "br", "hr", "h2", "h3", "h4", "h5", "h6", "strong", "em", "blockquote", "ul", "ol", "li",
-    "a", "code", "pre", "table", "thead", "tbody", "tr", "th", "td",
+    "p", "br", "hr", "h1", "h2", "h3", "h4", "h5", "h6", "strong", "em", "blockquote", "ul", "ol",
+    "li", "a", "code", "pre", "table", "thead", "tbody", "tr", "th", "td",
 }  # fmt: skip
+_DROPPED_WITH_CONTENT = {"script", "style"}
+_as_text = RendererHTML().renderInlineAsText  # an image's alt text, markup stripped
+_HEADING = re.compile(r"<h([1-6])>(.*?)</h\1>", re.DOTALL)
+_EMPTY_LINK = re.compile(r"<a(?: [^>]*)?>\s*</a>")
+_EMPTY_PARAGRAPH = re.compile(r"<p>\s*</p>\n?")
+
+
+def _images_to_alt_text(tokens: list[Token]) -> None:
+    """A letter must not make readers' browsers fetch anything: each image becomes its
+    alt text (plain), or nothing when it has none."""
+    for token in tokens:
+        if token.type != "inline" or not token.children:
+            continue
+        children = []
+        for child in token.children:
+            if child.type == "image":
+                alt = _as_text(child.children, _markdown.options, {})
+                if not alt:
+                    continue
+                child = Token("text", "", 0, content=alt)
+            children.append(child)
+        token.children = children
+
+
+def _heading_levels(html: str) -> str:
+    """The page's h1 is the letter's title. The body's highest headings become h2 and
+    the others keep their place below them, never skipping a level on the way down
+    (`#` then `###` gives h2 then h3). Runs on sanitized HTML, so headings written as
+    raw HTML follow the same rule; nh3's output has no attributes on headings and never
+    nests them."""
+    open_levels: list[tuple[int, int]] = []  # (level written, level shown), outermost first
+
+    def renumber(match: re.Match[str]) -> str:
+        written = int(match.group(1))
+        while open_levels and open_levels[-1][0] >= written:
+            open_levels.pop()
+        shown = min(open_levels[-1][1] + 1 if open_levels else 2, 6)
+        open_levels.append((written, shown))
+        return f"<h{shown}>{match.group(2)}</h{shown}>"
+
+    return _HEADING.sub(renumber, html)
 
 
 def render_markdown(source: str) -> str:
-    """Markdown to sanitized HTML. Raw HTML in the source is escaped, then nh3 cleans.
+    """Markdown to sanitized HTML, rendered once when a letter is saved.
 
-    Headings move down one level (`#` becomes h2): the page's h1 is the letter title.
-    Images are dropped: a letter must not make readers' browsers fetch anything."""
+    - Raw HTML: tags that are not allowed are dropped and their text kept; script and
+      style are dropped with their content; comments go.
+    - Headings: see `_heading_levels`.
+    - Images: replaced by their alt text, leaving no empty paragraph or link.
+    - Tables: wrapped in a box that scrolls sideways on a narrow screen (focusable, so a
+      keyboard can scroll it).
+    - Links: http, https and mailto only, with `rel="noopener noreferrer nofollow"`."""
     tokens = _markdown.parse(source)
-    for token in tokens:
-        if token.type in ("heading_open", "heading_close"):
-            token.tag = f"h{min(int(token.tag[1]) + 1, 6)}"
-    return str(
+    _images_to_alt_text(tokens)
+    html = str(
         nh3.clean(
             _markdown.renderer.render(tokens, _markdown.options, {}),
             tags=_ALLOWED_TAGS,
+            clean_content_tags=_DROPPED_WITH_CONTENT,
             attributes={"a": {"href", "title"}},
             url_schemes={"http", "https", "mailto"},
             link_rel="noopener noreferrer nofollow",
         )
+    )
+    # On nh3's output, which escapes < and > in text and in attribute values, these
+    # patterns can only match real tags (test_attribute_values_cannot_smuggle_tags...).
+    html = _EMPTY_PARAGRAPH.sub("", _EMPTY_LINK.sub("", _heading_levels(html))).lstrip()
+    return html.replace("<table>", '<div class="table-scroll" tabindex="0"><table>').replace(
+        "</table>", "</table></div>"
     )
 
 
@@ -46,6 +102,12 @@ def render_markdown(source: str) -> str:
 class LetterWithTally:
     letter: Letter
     signature_count: int
+    status: LetterStatus
+    """What the public sees (`Letter.status_at`): closed once its closing time passed."""
+
+    @property
+    def is_open(self) -> bool:
+        return self.status == LetterStatus.OPEN
 
 
 def create_letter(session: Session, *, data: LetterCreate) -> Letter:
@@ -86,14 +148,20 @@ def _with_tally() -> Select[Letter, int]:
     )
 
 
-def get_public_letter(session: Session, *, slug: str) -> LetterWithTally:
+def _found(letter: Letter, count: int, now: datetime) -> LetterWithTally:
+    return LetterWithTally(letter, count, letter.status_at(now))
+
+
+def get_public_letter(
+    session: Session, *, slug: str, now: datetime | None = None
+) -> LetterWithTally:
     """A published (open or closed) letter with its tally, in one query."""
     row = session.execute(
         _with_tally().where(Letter.slug == slug, Letter.status != LetterStatus.DRAFT)
     ).first()
     if row is None:
         raise LetterNotFound()
-    return LetterWithTally(row[0], row[1])
+    return _found(row[0], row[1], now or utcnow())
 
 
 def get_letter_for_signing(session: Session, *, slug: str) -> Letter:
@@ -105,16 +173,20 @@ def get_letter_for_signing(session: Session, *, slug: str) -> Letter:
     return letter
 
 
-def list_public_letters(session: Session) -> Sequence[LetterWithTally]:
-    """Open letters first (biggest tally first), then closed ones."""
-    open_first = case((Letter.status == LetterStatus.OPEN, 0), else_=1)
+def list_public_letters(
+    session: Session, *, now: datetime | None = None
+) -> Sequence[LetterWithTally]:
+    """Open letters first, then closed ones (also those whose closing time has passed);
+    in each group the biggest tally first, then the newest."""
+    now = now or utcnow()
+    open_first = case((Letter.is_open(now), 0), else_=1)
     rows = session.execute(
         _with_tally()
         .where(Letter.status != LetterStatus.DRAFT)
         .order_by(open_first, LetterTally.verified_count.desc(), Letter.id.desc())
         .limit(200)
     ).all()
-    return [LetterWithTally(row[0], row[1]) for row in rows]
+    return [_found(row[0], row[1], now) for row in rows]
 
 
 def add_to_tally(session: Session, *, letter_id: int, delta: int) -> None:

@@ -1,4 +1,4 @@
-"""Canonical email addresses and their keyed hash."""
+"""Canonical email addresses, their keyed hash, and how a page may show one."""
 
 from __future__ import annotations
 
@@ -24,13 +24,30 @@ def email_domain(address: str) -> str:
 
 
 @lru_cache(maxsize=8)
-def _hash_key(secret_key: str) -> bytes:
-    # A sub-key, so the hash key is never the token-signing key itself.
-    return hmac.new(secret_key.encode(), b"undersigned/email-hash/v1", hashlib.sha256).digest()
+def _hash_keys(secret_key: str) -> tuple[bytes, bytes]:
+    # Sub-keys, so the hash keys are never the token-signing key itself.
+    secret = secret_key.encode()
+    return (
+        hmac.new(secret, b"undersigned/email-hash/v1", hashlib.sha256).digest(),
+        hmac.new(secret, b"undersigned/email-hash/per-letter/v2", hashlib.sha256).digest(),
+    )
 
 
-def email_hash(secret_key: str, address: str) -> str:
-    """HMAC-SHA256 of the canonical address: addresses are guessable, so no bare hash."""
-    return hmac.new(
-        _hash_key(secret_key), canonical_email(address).encode(), hashlib.sha256
-    ).hexdigest()
+def email_hash(secret_key: str, letter_id: int, address: str) -> str:
+    """An HMAC-SHA256 of the letter and the canonical address under server keys.
+
+    Keyed, because addresses are guessable (a bare hash is a lookup table away from the
+    address); per letter, so that a leaked database cannot join one person's signatures
+    across letters (an anonymous one here with a public one there). It is computed in
+    two steps, HMAC(k2, letter, HMAC(k1, address)), so that migration 0004 could re-key
+    the hashes stored before it without knowing any address."""
+    address_key, letter_key = _hash_keys(secret_key)
+    inner = hmac.new(address_key, canonical_email(address).encode(), hashlib.sha256).hexdigest()
+    return hmac.new(letter_key, f"{letter_id}:{inner}".encode(), hashlib.sha256).hexdigest()
+
+
+def masked(address: str) -> str:
+    """`a•••@example.org`: enough for a person to spot a typo in what they typed, too
+    little to read someone else's address over their shoulder."""
+    local, _, domain = address.strip().rpartition("@")
+    return f"{local[:1]}•••@{domain.lower()}"

@@ -7,7 +7,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from app.errors import InvalidInput
 from app.letters import service as letters
 from app.letters.api import LetterSlug
 from app.signatures import service as signatures
@@ -24,11 +23,6 @@ from app.web.errors import JSON_BODY_422, error_responses
 
 router = APIRouter(prefix="/api/v1", tags=["signatures"])
 
-# Signature ids are a 32-bit INTEGER on PostgreSQL (the first migration), whatever the
-# service's MAX_CURSOR allows: a larger cursor was never issued, and PostgreSQL refuses
-# to compare an integer column with it ("integer out of range", a 500).
-MAX_CURSOR = min(signatures.MAX_CURSOR, 2**31 - 1)
-
 
 @router.get(
     "/letters/{slug}/signatures",
@@ -39,13 +33,14 @@ MAX_CURSOR = min(signatures.MAX_CURSOR, 2**31 - 1)
 def list_signatures(
     slug: LetterSlug,
     session: ReadSession,
+    settings: AppSettings,
     limit: Annotated[int, Query(ge=1, le=100, description="Signers per page.")] = 50,
     cursor: Annotated[
         str | None,
         Query(
-            max_length=20,
-            description="The `next_cursor` of the page before.",
-            json_schema_extra={"pattern": "^[0-9]{1,10}$"},  # checked below, with the bound
+            max_length=200,
+            pattern=r"^[A-Za-z0-9_.\-]+$",
+            description="The `next_cursor` of the page before (opaque).",
         ),
     ] = None,
     q: Annotated[
@@ -53,27 +48,19 @@ def list_signatures(
         Query(
             max_length=100,
             pattern=SEARCH_PATTERN,
-            description="Only public signers whose name or organization contains it.",
+            description="Only public signers whose name or organization contains it "
+            f"(at least {signatures.MIN_SEARCH_LENGTH} characters).",
         ),
     ] = "",
 ) -> SignaturePage:
     """Verified signers, newest first. Anonymous signers appear with every field null."""
-    # isdigit() alone accepts "²", which int() refuses.
-    if cursor is not None and not (
-        cursor.isascii() and cursor.isdigit() and int(cursor) <= MAX_CURSOR
-    ):
-        raise InvalidInput("The cursor is not valid.", fields={"cursor": "not a cursor"})
+    position = signatures.decode_cursor(settings, cursor) if cursor else None
     found = letters.get_public_letter(session, slug=slug)
-    items, next_cursor = signatures.list_public_signatures(
-        session,
-        letter_id=found.letter.id,
-        query=q.strip(),
-        after=int(cursor) if cursor else None,
-        limit=limit,
+    items, next_after = signatures.list_public_signatures(
+        session, letter_id=found.letter.id, query=q, after=position, limit=limit
     )
-    return SignaturePage(
-        items=items, next_cursor=str(next_cursor) if next_cursor is not None else None
-    )
+    next_cursor = signatures.encode_cursor(settings, next_after) if next_after else None
+    return SignaturePage(items=items, next_cursor=next_cursor)
 
 
 @router.post(

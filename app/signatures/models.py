@@ -10,7 +10,9 @@ from app.db import Base, UTCDateTime, str_enum, utcnow
 
 
 class SignatureStatus(StrEnum):
-    PENDING = "pending"
+    """A confirmed signature's state. (Before confirmation, a submission is a
+    `PendingSignature`, not a `Signature`.)"""
+
     VERIFIED = "verified"
     WITHDRAWN = "withdrawn"
     REMOVED = "removed"
@@ -23,43 +25,115 @@ class SignatureDisplay(StrEnum):
     ANONYMOUS = "anonymous"
 
 
-class Signature(Base):
-    """One signer of one letter.
+class PendingState(StrEnum):
+    WAITING = "waiting"  # recorded by the sign request; the worker has not decided yet
+    SENT = "sent"  # its email (a link, or "already signed") is in the outbox
+    SKIPPED = "skipped"  # no email will go out (superseded while over the cap, or removed)
+    CONFIRMED = "confirmed"  # its link was used; identity fields are gone
 
-    Privacy rules: `email` (the plain address) is kept only until verification, and
-    afterwards only if `contact_ok`. Uniqueness uses `email_hash`, an HMAC of the
-    canonical address under a server key. Nothing here is an IP address.
+
+class PendingSignature(Base):
+    """One submission of the sign form, waiting for its link to be used.
+
+    Each submission is its own row with its own token id, so a later submission for the
+    same address never changes what an earlier link confirms. The sign request only
+    inserts one of these (the same work whatever the address's state); the mail worker
+    decides what to send (`notify_pending`). Deleted when its link expires
+    (`expires_at`).
+
+    `email` (the plain address) is kept only until the email is queued, and after that
+    only if the signer asked to be contacted (it then moves to the signature).
     """
 
-    __tablename__ = "signatures"
+    __tablename__ = "pending_signatures"
     __table_args__ = (
-        Index("uq_signatures_letter_id_email_hash", "letter_id", "email_hash", unique=True),
-        Index("ix_signatures_public_list", "letter_id", "status", "display", "id"),
-        Index("ix_signatures_pending_expiry", "status", "link_sent_at"),
+        Index("ix_pending_signatures_address", "letter_id", "email_hash"),
+        Index("ix_pending_signatures_due", "state", "due_at"),
+        Index("ix_pending_signatures_expires_at", "expires_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     public_id: Mapped[str] = mapped_column(String(32), unique=True)
     letter_id: Mapped[int] = mapped_column(ForeignKey("letters.id", ondelete="CASCADE"))
+    state: Mapped[PendingState] = mapped_column(
+        str_enum(PendingState, "pending_state"), default=PendingState.WAITING
+    )
+    display: Mapped[SignatureDisplay] = mapped_column(
+        str_enum(SignatureDisplay, "signature_display"), default=SignatureDisplay.PUBLIC
+    )
+    name: Mapped[str] = mapped_column(String(120), default="")
+    title: Mapped[str] = mapped_column(String(120), default="")
+    organization: Mapped[str] = mapped_column(String(200), default="")
+    city: Mapped[str] = mapped_column(String(120), default="")
+    contact_ok: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    email: Mapped[str | None] = mapped_column(String(254))
+    email_hash: Mapped[str] = mapped_column(String(64))
+    email_domain: Mapped[str] = mapped_column(String(253), default="")
+
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    due_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, doc="When the worker looks at it (later when held)."
+    )
+    notified_at: Mapped[datetime | None] = mapped_column(
+        UTCDateTime, doc="When its email was queued: the per-address cap counts these."
+    )
+    expires_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, doc="When its link expires (or would): then the row is deleted."
+    )
+
+
+class Signature(Base):
+    """One confirmed signer of one letter: what the tally counts.
+
+    Privacy rules: `email` is kept only if the signer ticked `contact_ok` and is shown
+    in public; an anonymous signature keeps no name, title, organization, city, address
+    or domain. Uniqueness uses `email_hash`, an HMAC of the letter and the canonical
+    address under a server key. `position` orders the public list (1, 2, 3… per letter,
+    in order of confirmation); it is not a row id. Nothing here is an IP address.
+    """
+
+    __tablename__ = "signatures"
+    __table_args__ = (
+        Index("uq_signatures_letter_id_email_hash", "letter_id", "email_hash", unique=True),
+        # Serves the public list's order (newest first) on both databases.
+        Index("uq_signatures_letter_id_position", "letter_id", "position", unique=True),
+        # Search (ILIKE '%q%') on PostgreSQL; SQLite has an FTS5 trigram table instead,
+        # made by migration 0004 and kept in step by triggers.
+        Index(
+            "ix_signatures_name_trgm",
+            "name",
+            postgresql_using="gin",
+            postgresql_ops={"name": "gin_trgm_ops"},
+        ).ddl_if(dialect="postgresql"),
+        Index(
+            "ix_signatures_organization_trgm",
+            "organization",
+            postgresql_using="gin",
+            postgresql_ops={"organization": "gin_trgm_ops"},
+        ).ddl_if(dialect="postgresql"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    letter_id: Mapped[int] = mapped_column(ForeignKey("letters.id", ondelete="CASCADE"))
+    position: Mapped[int | None] = mapped_column(
+        Integer, doc="Set in the transaction that confirms; NULL only inside it."
+    )
     status: Mapped[SignatureStatus] = mapped_column(
-        str_enum(SignatureStatus, "signature_status"), default=SignatureStatus.PENDING
+        str_enum(SignatureStatus, "signature_status"), default=SignatureStatus.VERIFIED
     )
     display: Mapped[SignatureDisplay] = mapped_column(
         str_enum(SignatureDisplay, "signature_display"), default=SignatureDisplay.PUBLIC
     )
 
-    name: Mapped[str] = mapped_column(String(120))
+    name: Mapped[str] = mapped_column(String(120), default="")
     title: Mapped[str] = mapped_column(String(120), default="")
     organization: Mapped[str] = mapped_column(String(200), default="")
     city: Mapped[str] = mapped_column(String(120), default="")
-    comment: Mapped[str] = mapped_column(String(1000), default="")
 
     email: Mapped[str | None] = mapped_column(String(254))
     email_hash: Mapped[str] = mapped_column(String(64))
-    email_domain: Mapped[str] = mapped_column(String(253))
+    email_domain: Mapped[str] = mapped_column(String(253), default="")
     contact_ok: Mapped[bool] = mapped_column(Boolean, default=False)
 
-    emails_sent: Mapped[int] = mapped_column(Integer, default=0)
-    link_sent_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    verified_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -4,6 +4,7 @@ list, and the verify page. Each route parses, calls one service, renders."""
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import quote, unquote
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import RedirectResponse
@@ -12,9 +13,10 @@ from starlette.responses import Response
 
 from app import urls
 from app.db import utcnow
+from app.errors import InvalidInput
 from app.letters import service as letters
 from app.signatures import service as signatures
-from app.signatures.models import SignatureStatus
+from app.signatures.addresses import masked
 from app.signatures.schemas import SEARCH_PATTERN, SignatureIn
 from app.web.deps import AppSettings, ReadSession, WriteSession
 from app.web.rendering import render
@@ -22,7 +24,40 @@ from app.web.security import check_csrf
 
 router = APIRouter(include_in_schema=False)
 
-SIGN_FIELDS = ("name", "email", "title", "organization", "city", "comment", "display")
+SIGN_FIELDS = ("name", "email", "title", "organization", "city", "display")
+
+# Short-lived cookies that carry a moment from one page to the next in this browser
+# only: never in the URL, where it would be shared, logged or bookmarked.
+THANKS_COOKIE = "thanks"  # the letter page after confirming: thank-you, no sign form
+SENT_TO_COOKIE = "sent_to"  # the check-email page: where the link went, masked
+FLASH_SECONDS = 600
+
+
+def _flash(response: Response, request: Request, name: str, value: str, path: str) -> None:
+    response.set_cookie(
+        name,
+        quote(value),
+        max_age=FLASH_SECONDS,
+        path=path,
+        httponly=True,
+        samesite="lax",
+        secure=request.app.state.settings.secure_cookies,
+    )
+
+
+def _read_flash(request: Request, response: Response, name: str, path: str) -> str:
+    """The flash cookie's value (shown once: the response deletes it), or ""."""
+    value = unquote(request.cookies.get(name, ""))[:300]
+    if value:
+        response.delete_cookie(name, path=path, httponly=True, samesite="lax")
+        response.headers["cache-control"] = "no-store"
+    return value
+
+
+def _no_store(response: Response) -> Response:
+    """For pages that show a signer's own data or a live link: never cached."""
+    response.headers["cache-control"] = "no-store"
+    return response
 
 
 def _letter_page(
@@ -36,7 +71,9 @@ def _letter_page(
 ) -> Response:
     found = letters.get_public_letter(session, slug=slug)
     recent = signatures.recent_public_signers(session, letter_id=found.letter.id)
-    return render(
+    path = f"/letters/{found.letter.slug}"
+    signed = request.cookies.get(THANKS_COOKIE) == quote(found.letter.slug)
+    response = render(
         request,
         "letters/detail.html",
         {
@@ -46,11 +83,14 @@ def _letter_page(
             "is_open": found.letter.is_open(utcnow()),
             "form": form or {"display": "public"},
             "errors": errors or {},
-            "signed": request.query_params.get("signed") == "1",
+            "signed": signed,
             "share_url": urls.letter_url(request.app.state.settings.base_url, found.letter.slug),
         },
         status_code=status_code,
     )
+    if signed:
+        _read_flash(request, response, THANKS_COOKIE, path)
+    return response
 
 
 @router.get("/letters/{slug}")
@@ -77,14 +117,13 @@ def sign(
     title: Annotated[str, Form()] = "",
     organization: Annotated[str, Form()] = "",
     city: Annotated[str, Form()] = "",
-    comment: Annotated[str, Form()] = "",
     display: Annotated[str, Form()] = "public",
     contact_ok: Annotated[str | None, Form()] = None,
     csrf_token: Annotated[str, Form()] = "",
 ) -> Response:
     check_csrf(request, csrf_token)
     form: dict[str, Any] = dict(zip(SIGN_FIELDS, (name, email, title, organization, city,
-                                                  comment, display), strict=True))  # fmt: skip
+                                                  display), strict=True))  # fmt: skip
     form["contact_ok"] = contact_ok is not None
     try:
         data = SignatureIn.model_validate(form)
@@ -93,7 +132,10 @@ def sign(
             request, session, slug, form=form, errors=_form_errors(exc), status_code=422
         )
     signatures.sign_letter(session, slug=slug, data=data, settings=settings)
-    return RedirectResponse(f"/letters/{slug}/check-email", status_code=303)
+    check_email_path = f"/letters/{slug}/check-email"
+    response = RedirectResponse(check_email_path, status_code=303)
+    _flash(response, request, SENT_TO_COOKIE, masked(data.email), check_email_path)
+    return response
 
 
 @router.get("/letters/{slug}/check-email")
@@ -101,25 +143,42 @@ def check_email(
     request: Request, session: ReadSession, settings: AppSettings, slug: str
 ) -> Response:
     found = letters.get_public_letter(session, slug=slug)
-    return render(
+    sent_to = unquote(request.cookies.get(SENT_TO_COOKIE, ""))[:300]
+    response = render(
         request,
         "signatures/check_email.html",
-        {"letter": found.letter, "max_age_days": settings.verify_max_age_days},
+        {
+            "letter": found.letter,
+            "max_age_days": settings.verify_max_age_days,
+            "sent_to": sent_to,
+            "emails_per_hour": signatures.EMAILS_PER_WINDOW,
+        },
     )
+    return _no_store(response)
 
 
 @router.get("/letters/{slug}/signers")
 def signer_list(
     request: Request,
     session: ReadSession,
+    settings: AppSettings,
     slug: str,
     q: Annotated[str, Query(max_length=100, pattern=SEARCH_PATTERN)] = "",
-    after: Annotated[int | None, Query(ge=1, le=signatures.MAX_CURSOR)] = None,
+    after: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Response:
     found = letters.get_public_letter(session, slug=slug)
-    page, next_cursor = signatures.list_public_signatures(
-        session, letter_id=found.letter.id, query=q.strip(), after=after
-    )
+    position = signatures.decode_cursor(settings, after) if after else None
+    query, search_error = q.strip(), None
+    try:
+        page, next_after = signatures.list_public_signatures(
+            session, letter_id=found.letter.id, query=query, after=position
+        )
+    except InvalidInput as exc:
+        # Too short to search: say so by the search box, and list everyone.
+        search_error = exc.detail
+        page, next_after = signatures.list_public_signatures(
+            session, letter_id=found.letter.id, after=position
+        )
     return render(
         request,
         "letters/signers.html",
@@ -127,10 +186,12 @@ def signer_list(
             "letter": found.letter,
             "count": found.signature_count,
             "signers": page,
-            "q": q.strip(),
-            "next_cursor": next_cursor,
+            "q": query,
+            "search_error": search_error,
+            "next_cursor": signatures.encode_cursor(settings, next_after) if next_after else None,
             "is_first_page": after is None,
         },
+        status_code=422 if search_error else 200,
     )
 
 
@@ -139,16 +200,17 @@ def verify_page(
     request: Request, session: ReadSession, settings: AppSettings, token: str
 ) -> Response:
     found = signatures.read_verification(session, token=token, settings=settings)
-    return render(
+    response = render(
         request,
         "signatures/verify.html",
         {
             "letter": found.letter,
-            "signature": found.signature,
-            "already": found.signature.status == SignatureStatus.VERIFIED,
+            "pending": found.pending,
+            "already": found.already,
             "token": token,
         },
     )
+    return _no_store(response)
 
 
 @router.post("/verify/{token}")
@@ -161,4 +223,7 @@ def verify(
 ) -> Response:
     check_csrf(request, csrf_token)
     found = signatures.verify_signature(session, token=token, settings=settings)
-    return RedirectResponse(f"/letters/{found.letter.slug}?signed=1#thanks", status_code=303)
+    letter_path = f"/letters/{found.letter.slug}"
+    response = RedirectResponse(f"{letter_path}#thanks", status_code=303)
+    _flash(response, request, THANKS_COOKIE, found.letter.slug, letter_path)
+    return _no_store(response)

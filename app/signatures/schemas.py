@@ -16,28 +16,15 @@ from app.signatures.models import SignatureDisplay
 _BIDI_CONTROLS = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
-def _clean_text(value: object, *, multiline: bool) -> object:
+def _single_line(value: object) -> object:
+    """NFC, trimmed, and no control, private-use, unassigned or bidi-override characters."""
     if not isinstance(value, str):
         return value
     value = unicodedata.normalize("NFC", value).strip()
-    if multiline:
-        value = value.replace("\r\n", "\n").replace("\r", "\n")
     for char in value:
-        if (char in "\n\t" and multiline) or (
-            unicodedata.category(char) not in {"Cc", "Cs", "Co", "Cn"}
-            and char not in _BIDI_CONTROLS
-        ):
-            continue
-        raise PydanticCustomError("control_chars", "Remove invisible or control characters.")
+        if unicodedata.category(char) in {"Cc", "Cs", "Co", "Cn"} or char in _BIDI_CONTROLS:
+            raise PydanticCustomError("control_chars", "Remove invisible or control characters.")
     return value
-
-
-def _single_line(value: object) -> object:
-    return _clean_text(value, multiline=False)
-
-
-def _multi_line(value: object) -> object:
-    return _clean_text(value, multiline=True)
 
 
 def _required(value: str) -> str:
@@ -61,7 +48,6 @@ def _valid_email(value: str) -> str:
 Line = Annotated[str, BeforeValidator(_single_line)]
 Name = Annotated[str, BeforeValidator(_single_line), AfterValidator(_required)]
 Email = Annotated[str, BeforeValidator(_single_line), AfterValidator(_valid_email)]
-Comment = Annotated[str, BeforeValidator(_multi_line)]
 
 
 SEARCH_PATTERN = r"^[^\x00-\x1f\x7f]*$"
@@ -80,15 +66,11 @@ _EMAIL_DOC: dict[str, JsonValue] = {
     "format": "email",
     "description": "Where the link to confirm is sent.",
 }
-_COMMENT_DOC: dict[str, JsonValue] = {
-    "pattern": rf"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f{_BIDI}]*$",
-    "description": "Lines of text, without control, private-use, unassigned or "
-    "bidirectional formatting characters (tabs and line breaks are fine).",
-}
 
 
 class SignatureIn(BaseModel):
-    """The sign form's fields (HTML form and JSON API alike)."""
+    """The sign form's fields (HTML form and JSON API alike). Anything else is ignored
+    and stored nowhere (a `comment` too: no feature shows one yet)."""
 
     model_config = ConfigDict(extra="ignore", str_max_length=1000)
 
@@ -97,7 +79,6 @@ class SignatureIn(BaseModel):
     title: Line = Field(default="", max_length=120, json_schema_extra=_LINE_DOC)
     organization: Line = Field(default="", max_length=200, json_schema_extra=_LINE_DOC)
     city: Line = Field(default="", max_length=120, json_schema_extra=_LINE_DOC)
-    comment: Comment = Field(default="", max_length=1000, json_schema_extra=_COMMENT_DOC)
     display: SignatureDisplay = SignatureDisplay.PUBLIC
     contact_ok: bool = False
 

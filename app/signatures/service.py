@@ -1,10 +1,17 @@
 """Signing, verifying and listing signatures: the heart of the product.
 
 Rules kept here:
-- `sign_letter` answers the same way for a new, pending or verified address (no
-  enumeration); the pending row and its email commit together.
+- `sign_letter` does the same work whatever the address's state: it records the
+  submission as a new `PendingSignature` and nothing else, so neither the answer nor
+  its timing tells whether an address has signed. The mail worker decides what to send
+  (`notify_pending`): a link, an "already signed" note, or nothing yet (the cap).
+- A link confirms exactly the submission it was sent for; a later submission is its
+  own row with its own link and never rewrites an earlier one.
+- At most `EMAILS_PER_WINDOW` emails go to one address for one letter per `EMAIL_WINDOW`;
+  past it the newest submission waits for the window instead of being dropped, so
+  nobody can lock a person out of signing, only slow their emails down.
 - `verify_signature` counts a signature exactly once, whatever the concurrency.
-- Plain addresses live only as long as they are needed.
+- Plain addresses and identity fields live only as long as they are needed.
 """
 
 from __future__ import annotations
@@ -13,104 +20,242 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Select, case, delete, or_, select, update
+from sqlalchemy import Integer, Select, case, column, delete, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app import tokens, urls
 from app.config import Settings
 from app.db import utcnow
-from app.errors import InvalidToken, LetterClosedBeforeVerification, LetterNotOpen
-from app.letters.models import Letter
-from app.letters.service import add_to_tally, get_letter_for_signing
+from app.errors import (
+    InvalidInput,
+    InvalidToken,
+    LetterClosedBeforeVerification,
+    LetterNotOpen,
+)
+from app.letters.models import Letter, LetterTally
+from app.letters.service import get_letter_for_signing
 from app.mail.service import enqueue
 from app.signatures.addresses import email_domain, email_hash
-from app.signatures.models import Signature, SignatureDisplay, SignatureStatus
+from app.signatures.models import (
+    PendingSignature,
+    PendingState,
+    Signature,
+    SignatureDisplay,
+    SignatureStatus,
+)
 from app.signatures.schemas import PublicSignature, SignatureIn
 
-MAX_EMAILS_PER_SIGNATURE = 5
+EMAILS_PER_WINDOW = 3
+EMAIL_WINDOW = timedelta(hours=1)
 PAGE_SIZE = 50
-MAX_CURSOR = 2**63 - 1
-"""Cursors are signature ids: 64-bit on every database. A bigger one cannot be bound."""
+MIN_SEARCH_LENGTH = 3
+MAX_POSITION = 2**31 - 1
+"""Positions are 32-bit integers on every database."""
+
+_IDENTITY_GONE: dict[str, Any] = {"name": "", "title": "", "organization": "", "city": ""}
 
 
 @dataclass(frozen=True, slots=True)
-class SignatureWithLetter:
+class Verification:
     """What the verify page shows to the holder of a valid link."""
 
-    signature: Signature
+    pending: PendingSignature
     letter: Letter
+    already: bool
+    """The address's signature is already confirmed (by this link or another)."""
 
 
-def verify_token(settings: Settings, signature: Signature) -> str:
-    return tokens.issue(settings.secret, tokens.Purpose.SIGNATURE_VERIFY, signature.public_id)
+# --- Signing -------------------------------------------------------------------------
 
 
 def sign_letter(session: Session, *, slug: str, data: SignatureIn, settings: Settings) -> None:
-    """Store a pending signature and its link email, or re-send, or remind.
-
-    Returns nothing on purpose: the caller must not be able to tell the cases apart.
-    """
+    """Records one submission. Returns nothing on purpose, and does the same work for a
+    new, pending, confirmed or capped address: the caller cannot tell them apart."""
     now = utcnow()
     letter = get_letter_for_signing(session, slug=slug)
     if not letter.is_open(now):
         raise LetterNotOpen()
-    hashed = email_hash(settings.secret, data.email)
-    fields = {
-        "name": data.name,
-        "title": data.title,
-        "organization": data.organization,
-        "city": data.city,
-        "comment": data.comment,
-        "display": data.display,
-        "contact_ok": data.contact_ok,
-    }
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    session.execute(
-        insert(Signature)
-        .values(
+    public = data.display == SignatureDisplay.PUBLIC
+    session.add(
+        PendingSignature(
             public_id=secrets.token_urlsafe(18),
             letter_id=letter.id,
-            status=SignatureStatus.PENDING,
+            state=PendingState.WAITING,
+            display=data.display,
+            name=data.name,
+            title=data.title,
+            organization=data.organization,
+            city=data.city,
+            # An anonymous signature keeps no address, so it cannot be contacted.
+            contact_ok=data.contact_ok and public,
             email=data.email,
-            email_hash=hashed,
+            email_hash=email_hash(settings.secret, letter.id, data.email),
             email_domain=email_domain(data.email),
-            emails_sent=0,
-            link_sent_at=now,
             created_at=now,
-            **fields,
+            due_at=now,
+            expires_at=now + timedelta(seconds=settings.verify_max_age_seconds),
         )
-        .on_conflict_do_nothing(index_elements=["letter_id", "email_hash"])
     )
-    signature = session.scalars(
-        select(Signature)
-        .where(Signature.letter_id == letter.id, Signature.email_hash == hashed)
-        .with_for_update()
-    ).one()
-    if signature.emails_sent >= MAX_EMAILS_PER_SIGNATURE:
-        return
-    context = {"letter": letter, "letter_url": urls.letter_url(settings.base_url, letter.slug)}
-    match signature.status:
-        case SignatureStatus.PENDING | SignatureStatus.WITHDRAWN:
-            # The latest submission wins; the confirm page shows what will be published.
-            for key, value in fields.items():
-                setattr(signature, key, value)
-            signature.status = SignatureStatus.PENDING
-            signature.email = data.email
-            signature.link_sent_at = now
-            kind = "verify"
-            context["verify_url"] = urls.verify_url(
-                settings.base_url, verify_token(settings, signature)
-            )
-            context["max_age_days"] = settings.verify_max_age_days
-        case SignatureStatus.VERIFIED:
-            kind = "already_signed"
-        case SignatureStatus.REMOVED:
-            return  # removed by moderation: nothing to send, same answer
-    signature.emails_sent += 1
-    enqueue(session, settings=settings, kind=kind, to=data.email, context=context)
     session.flush()
+
+
+def verify_token(settings: Settings, pending: PendingSignature) -> str:
+    return tokens.issue(settings.secret, tokens.Purpose.SIGNATURE_VERIFY, pending.public_id)
+
+
+def notify_pending(
+    session: Session, *, settings: Settings, now: datetime | None = None, limit: int = 100
+) -> int:
+    """The worker's step before delivery: decide what each new submission gets.
+
+    - the address already has a confirmed signature: an "already signed" note;
+    - the signature was removed by moderation, or the letter has closed: nothing;
+    - otherwise: its own confirmation link.
+    Over the cap, a submission waits until the window allows another email; if a newer
+    submission for the same address is waiting too, the older one is dropped (its link
+    would confirm what the person no longer wants). Returns how many were decided.
+    """
+    now = now or utcnow()
+    rows = list(
+        session.scalars(
+            select(PendingSignature)
+            .where(
+                PendingSignature.state == PendingState.WAITING,
+                PendingSignature.due_at <= now,
+            )
+            .order_by(PendingSignature.due_at, PendingSignature.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    if not rows:
+        return 0
+    letters = {
+        letter.id: letter
+        for letter in session.scalars(
+            select(Letter).where(Letter.id.in_({row.letter_id for row in rows}))
+        )
+    }
+    sent_in_window: dict[tuple[int, str], list[datetime]] = {}
+    decided = 0
+    busy: set[tuple[int, str]] = set()
+    for row in rows:
+        key = (row.letter_id, row.email_hash)
+        if key in busy or (key not in sent_in_window and not _claim_address(session, row)):
+            busy.add(key)  # another worker is deciding for this address: next pass
+            continue
+        if key not in sent_in_window:
+            sent_in_window[key] = sorted(
+                at
+                for at in session.scalars(
+                    select(PendingSignature.notified_at).where(
+                        PendingSignature.letter_id == row.letter_id,
+                        PendingSignature.email_hash == row.email_hash,
+                        PendingSignature.notified_at > now - EMAIL_WINDOW,
+                    )
+                )
+                if at is not None
+            )
+        recent = sent_in_window[key]
+        letter = letters[row.letter_id]
+        status = session.scalar(
+            select(Signature.status).where(
+                Signature.letter_id == row.letter_id, Signature.email_hash == row.email_hash
+            )
+        )
+        if status == SignatureStatus.REMOVED or not letter.is_open(now):
+            _forget(row, state=PendingState.SKIPPED)
+        elif len(recent) >= EMAILS_PER_WINDOW:
+            if _newer_waiting(session, row):
+                _forget(row, state=PendingState.SKIPPED)
+            else:
+                # Held: looked at again when the oldest email in the window ages out.
+                row.due_at = recent[-EMAILS_PER_WINDOW] + EMAIL_WINDOW
+                continue
+        else:
+            _send(session, row, letter, settings, already=status == SignatureStatus.VERIFIED)
+            row.notified_at = now
+            # The link is good for VERIFY_MAX_AGE_DAYS from now; so is this row.
+            row.expires_at = now + timedelta(seconds=settings.verify_max_age_seconds)
+            recent.append(now)
+        decided += 1
+    session.flush()
+    return decided
+
+
+ADDRESS_LOCKS = 0x7369676E  # "sign": the advisory-lock namespace for addresses
+
+
+def _claim_address(session: Session, row: PendingSignature) -> bool:
+    """One worker at a time decides for an address, so that two workers cannot both
+    count the same window and send past the cap. PostgreSQL: a transaction-scoped
+    advisory lock, tried without waiting (waiting could deadlock two workers that hold
+    each other's addresses). SQLite: writers are serialised already."""
+    if session.get_bind().dialect.name != "postgresql":
+        return True
+    key = int(row.email_hash[:8], 16) - 2**31  # any 32 bits of it; a collision only waits
+    return bool(
+        session.scalar(
+            select(func.pg_try_advisory_xact_lock(ADDRESS_LOCKS, key)),
+        )
+    )
+
+
+def _newer_waiting(session: Session, row: PendingSignature) -> bool:
+    return (
+        session.scalar(
+            select(PendingSignature.id)
+            .where(
+                PendingSignature.letter_id == row.letter_id,
+                PendingSignature.email_hash == row.email_hash,
+                PendingSignature.state == PendingState.WAITING,
+                PendingSignature.id > row.id,
+            )
+            .limit(1)
+        )
+        is not None
+    )
+
+
+def _send(
+    session: Session,
+    row: PendingSignature,
+    letter: Letter,
+    settings: Settings,
+    *,
+    already: bool,
+) -> None:
+    assert row.email is not None, "a waiting submission keeps its address"
+    context: dict[str, Any] = {
+        "letter": letter,
+        "letter_url": urls.letter_url(settings.base_url, letter.slug),
+    }
+    if already:
+        enqueue(session, settings=settings, kind="already_signed", to=row.email, context=context)
+        _forget(row, state=PendingState.SENT)
+        return
+    context["verify_url"] = urls.verify_url(settings.base_url, verify_token(settings, row))
+    context["max_age_days"] = settings.verify_max_age_days
+    enqueue(session, settings=settings, kind="verify", to=row.email, context=context)
+    row.state = PendingState.SENT
+    if not row.contact_ok:
+        row.email = None  # the outbox has it until the email is sent
+
+
+def _forget(row: PendingSignature, *, state: PendingState) -> None:
+    """Keeps only what the cap and the link's own page need."""
+    row.state = state
+    for field, value in _IDENTITY_GONE.items():
+        setattr(row, field, value)
+    row.email = None
+    row.email_domain = ""
+    row.contact_ok = False
+
+
+# --- Verifying -----------------------------------------------------------------------
 
 
 def _public_id_from(token: str, settings: Settings) -> str:
@@ -125,46 +270,157 @@ def _public_id_from(token: str, settings: Settings) -> str:
     return payload
 
 
-def _signature_with_letter(session: Session, public_id: str) -> SignatureWithLetter:
+def _gone() -> InvalidToken:
+    return InvalidToken(
+        "This link no longer points at a signature. Sign the letter again.", reason="gone"
+    )
+
+
+def _find(session: Session, public_id: str) -> tuple[PendingSignature, Letter]:
     row = session.execute(
-        select(Signature, Letter).join(Letter).where(Signature.public_id == public_id)
+        select(PendingSignature, Letter)
+        .join(Letter, Letter.id == PendingSignature.letter_id)
+        .where(PendingSignature.public_id == public_id)
     ).first()
-    if row is None or row[0].status in (SignatureStatus.WITHDRAWN, SignatureStatus.REMOVED):
-        raise InvalidToken(
-            "This link no longer points at a signature. Sign the letter again.", reason="gone"
+    if row is None or row[0].state == PendingState.SKIPPED:
+        raise _gone()
+    return row[0], row[1]
+
+
+def _signature_status(session: Session, pending: PendingSignature) -> SignatureStatus | None:
+    return session.scalar(
+        select(Signature.status).where(
+            Signature.letter_id == pending.letter_id, Signature.email_hash == pending.email_hash
         )
-    return SignatureWithLetter(row[0], row[1])
+    )
 
 
-def read_verification(session: Session, *, token: str, settings: Settings) -> SignatureWithLetter:
+def read_verification(session: Session, *, token: str, settings: Settings) -> Verification:
     """For the verify page (GET): checks the link, changes nothing."""
-    return _signature_with_letter(session, _public_id_from(token, settings))
+    pending, letter = _find(session, _public_id_from(token, settings))
+    status = _signature_status(session, pending)
+    if status == SignatureStatus.REMOVED:
+        raise _gone()
+    already = pending.state == PendingState.CONFIRMED or status == SignatureStatus.VERIFIED
+    return Verification(pending, letter, already)
 
 
-def verify_signature(session: Session, *, token: str, settings: Settings) -> SignatureWithLetter:
-    """Pending -> verified, once. The tally moves in the same transaction."""
-    public_id = _public_id_from(token, settings)
-    found = _signature_with_letter(session, public_id)
-    if found.signature.status == SignatureStatus.PENDING and not found.letter.is_open(utcnow()):
-        raise LetterClosedBeforeVerification()
-    # One statement: only a pending row changes, and the plain address goes unless the
-    # signer agreed to be contacted. RETURNING refreshes `found.signature` in place.
-    changed = session.scalars(
-        update(Signature)
-        .where(Signature.public_id == public_id, Signature.status == SignatureStatus.PENDING)
-        .values(
-            status=SignatureStatus.VERIFIED,
-            verified_at=utcnow(),
-            email=case((Signature.contact_ok, Signature.email), else_=None),
+def verify_signature(session: Session, *, token: str, settings: Settings) -> Verification:
+    """Confirms exactly the submission this link was sent for, once. The tally and the
+    list position move in the same transaction."""
+    pending, letter = _find(session, _public_id_from(token, settings))
+    # Lock every submission of this address, in id order, before anything else: two
+    # versions confirmed at once then queue here instead of deadlocking further on.
+    session.scalars(
+        select(PendingSignature)
+        .where(
+            PendingSignature.letter_id == pending.letter_id,
+            PendingSignature.email_hash == pending.email_hash,
         )
-        .returning(Signature),
-        execution_options={"populate_existing": True},
-    ).first()
-    if changed is not None:
-        # Last, so the one row every confirmation of this letter needs is locked
-        # only until the commit that follows.
-        add_to_tally(session, letter_id=found.letter.id, delta=+1)
-    return found
+        .order_by(PendingSignature.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).all()
+    if pending.state == PendingState.SKIPPED:
+        raise _gone()
+    if pending.state == PendingState.CONFIRMED:
+        return Verification(pending, letter, already=True)
+    now = utcnow()
+    if not letter.is_open(now):
+        raise LetterClosedBeforeVerification()
+    public = pending.display == SignatureDisplay.PUBLIC
+    identity: dict[str, Any] = (
+        {
+            "name": pending.name,
+            "title": pending.title,
+            "organization": pending.organization,
+            "city": pending.city,
+        }
+        if public
+        else dict(_IDENTITY_GONE)
+    )
+    values: dict[str, Any] = {
+        **identity,
+        "display": pending.display,
+        "status": SignatureStatus.VERIFIED,
+        "email": pending.email if public and pending.contact_ok else None,
+        "contact_ok": public and pending.contact_ok,
+        "email_domain": pending.email_domain if public else "",
+        "verified_at": now,
+        "position": None,
+    }
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    statement = insert(Signature).values(
+        letter_id=pending.letter_id, email_hash=pending.email_hash, **values
+    )
+    # A withdrawn signature comes back with this submission's fields; a confirmed or
+    # removed one is left alone (no row comes back).
+    signature_id = session.scalar(
+        statement.on_conflict_do_update(
+            index_elements=["letter_id", "email_hash"],
+            set_=values,
+            where=Signature.status == SignatureStatus.WITHDRAWN,
+        ).returning(Signature.id)
+    )
+    if signature_id is None:
+        if _signature_status(session, pending) == SignatureStatus.REMOVED:
+            raise _gone()
+        _forget(pending, state=PendingState.CONFIRMED)
+        session.flush()
+        return Verification(pending, letter, already=True)
+
+    _forget(pending, state=PendingState.CONFIRMED)
+    session.flush()
+    # The address's other submissions can never be confirmed now: their identity goes;
+    # one still waiting for its email keeps the address for an "already signed" note.
+    session.execute(
+        update(PendingSignature)
+        .where(
+            PendingSignature.letter_id == pending.letter_id,
+            PendingSignature.email_hash == pending.email_hash,
+            PendingSignature.id != pending.id,
+        )
+        .values(
+            **_IDENTITY_GONE,
+            email_domain="",
+            contact_ok=False,
+            email=case(
+                (PendingSignature.state == PendingState.WAITING, PendingSignature.email),
+                else_=None,
+            ),
+        )
+    )
+    # Last, so the one row every confirmation of this letter needs is locked only until
+    # the commit that follows.
+    position = session.scalar(
+        update(LetterTally)
+        .where(LetterTally.letter_id == pending.letter_id)
+        .values(
+            verified_count=LetterTally.verified_count + 1,
+            last_position=LetterTally.last_position + 1,
+        )
+        .returning(LetterTally.last_position)
+    )
+    session.execute(update(Signature).where(Signature.id == signature_id).values(position=position))
+    return Verification(pending, letter, already=False)
+
+
+# --- Listing -------------------------------------------------------------------------
+
+
+def encode_cursor(settings: Settings, position: int) -> str:
+    """Opaque to clients: a signed list position, never a row id."""
+    return tokens.issue(settings.secret, tokens.Purpose.LIST_CURSOR, position)
+
+
+def decode_cursor(settings: Settings, cursor: str) -> int:
+    try:
+        position = tokens.read(settings.secret, tokens.Purpose.LIST_CURSOR, cursor)
+    except InvalidToken as exc:
+        raise InvalidInput("The cursor is not valid.", fields={"cursor": "not a cursor"}) from exc
+    if not isinstance(position, int) or not 0 < position <= MAX_POSITION:
+        raise InvalidInput("The cursor is not valid.", fields={"cursor": "not a cursor"})
+    return position
 
 
 def _public_rows(letter_id: int) -> Select[Signature]:
@@ -174,7 +430,6 @@ def _public_rows(letter_id: int) -> Select[Signature]:
 
 
 def to_public(signature: Signature) -> PublicSignature:
-    assert signature.verified_at is not None
     if signature.display == SignatureDisplay.ANONYMOUS:
         return PublicSignature(
             name=None,
@@ -194,6 +449,35 @@ def to_public(signature: Signature) -> PublicSignature:
     )
 
 
+def check_search(query: str) -> str:
+    """A search term, trimmed; InvalidInput when it is too short to use the index."""
+    query = query.strip()
+    if 0 < len(query) < MIN_SEARCH_LENGTH:
+        raise InvalidInput(
+            f"Search with at least {MIN_SEARCH_LENGTH} characters.",
+            fields={"q": f"at least {MIN_SEARCH_LENGTH} characters"},
+        )
+    return query
+
+
+def _matching(session: Session, query: str) -> Any:
+    """Public signers whose name or organization contains `query`, through an index:
+    trigram GIN indexes on PostgreSQL, an FTS5 trigram table on SQLite."""
+    if session.get_bind().dialect.name == "postgresql":
+        pattern = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        return or_(
+            Signature.name.ilike(pattern, escape="\\"),
+            Signature.organization.ilike(pattern, escape="\\"),
+        )
+    phrase = '"' + query.replace('"', '""') + '"'
+    matches = (
+        text("SELECT rowid FROM signatures_search WHERE signatures_search MATCH :phrase")
+        .bindparams(phrase=phrase)
+        .columns(column("rowid", Integer))
+    )
+    return Signature.id.in_(matches)
+
+
 def list_public_signatures(
     session: Session,
     *,
@@ -202,25 +486,21 @@ def list_public_signatures(
     after: int | None = None,
     limit: int = PAGE_SIZE,
 ) -> tuple[list[PublicSignature], int | None]:
-    """Newest first, keyset-paginated on id. A search matches public signers' names
-    and organizations only, so it can never find an anonymous signer.
+    """Newest first, keyset-paginated on the list position. A search matches public
+    signers' names and organizations only, so it can never find an anonymous signer.
 
-    Returns the page and the cursor for the next one (None on the last page)."""
+    Returns the page and the position to continue after (None on the last page)."""
+    query = check_search(query)
     statement = _public_rows(letter_id)
     if query:
-        pattern = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         statement = statement.where(
-            Signature.display == SignatureDisplay.PUBLIC,
-            or_(
-                Signature.name.ilike(pattern, escape="\\"),
-                Signature.organization.ilike(pattern, escape="\\"),
-            ),
+            Signature.display == SignatureDisplay.PUBLIC, _matching(session, query)
         )
     if after is not None:
-        statement = statement.where(Signature.id < after)
-    rows = list(session.scalars(statement.order_by(Signature.id.desc()).limit(limit + 1)))
-    next_cursor = rows[limit - 1].id if len(rows) > limit else None
-    return [to_public(row) for row in rows[:limit]], next_cursor
+        statement = statement.where(Signature.position < after)
+    rows = list(session.scalars(statement.order_by(Signature.position.desc()).limit(limit + 1)))
+    next_after = rows[limit - 1].position if len(rows) > limit else None  # never NULL here
+    return [to_public(row) for row in rows[:limit]], next_after
 
 
 def recent_public_signers(
@@ -229,18 +509,17 @@ def recent_public_signers(
     rows = session.scalars(
         _public_rows(letter_id)
         .where(Signature.display == SignatureDisplay.PUBLIC)
-        .order_by(Signature.id.desc())
+        .order_by(Signature.position.desc())
         .limit(limit)
     )
     return [to_public(row) for row in rows]
 
 
-def purge_expired_pending(session: Session, *, settings: Settings, now: datetime) -> int:
-    """Unverified signatures are deleted once their latest link has expired."""
-    cutoff = now - timedelta(seconds=settings.verify_max_age_seconds)
-    result = session.execute(
-        delete(Signature).where(
-            Signature.status == SignatureStatus.PENDING, Signature.link_sent_at < cutoff
-        )
-    )
+# --- Retention -----------------------------------------------------------------------
+
+
+def purge_expired_pending(session: Session, *, now: datetime) -> int:
+    """Submissions are deleted once their link has expired, or would have (confirmed
+    ones too: until then they only let their link say "already confirmed")."""
+    result = session.execute(delete(PendingSignature).where(PendingSignature.expires_at < now))
     return int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -27,6 +27,7 @@ HTTP_CODES = {
     415: ("unsupported_media_type", "Send JSON with Content-Type: application/json."),
     422: ("invalid_input", "Some of what you sent is not valid."),
     429: ("too_many_requests", "Too many requests. Wait a little and try again."),
+    431: ("headers_too_large", "The request's headers are too large."),
     500: ("server_error", "Something went wrong on our side. Please try again."),
 }
 

@@ -1,4 +1,5 @@
-"""Security headers and CSRF, as small pure-ASGI middleware (no per-request task).
+"""Security headers, CSRF, size limits and redirects that stay on this site, as small
+pure-ASGI middleware (no per-request task).
 
 CSRF is a double-submit cookie: a random value in a SameSite=Lax, HttpOnly cookie
 (`__Host-` prefixed under HTTPS, so a sibling subdomain cannot plant one), repeated
@@ -9,12 +10,15 @@ on a response that rendered a form, so cacheable pages stay cookie-free.
 from __future__ import annotations
 
 import hmac
+import inspect
 import re
 import secrets
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection, Request
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Match, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import CSRFError
@@ -24,6 +28,9 @@ CSP = (
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
 )
 _TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_-]{43}$")
+MAX_HEADER_BYTES = 16 * 1024
+"""Request headers in total (each line's name, value, ": " and CRLF), past which the
+answer is 431. Browsers send one or two kilobytes; nginx's default cap is 8 KB a line."""
 
 
 def csrf_cookie_name(secure: bool) -> str:
@@ -112,6 +119,76 @@ class BodyLimitMiddleware:
             return message
 
         await self.app(scope, receive_with_limit, send)
+
+
+def header_bytes(scope: Scope) -> int:
+    """The size of the request's header lines, as they came over the wire."""
+    return sum(len(name) + len(value) + 4 for name, value in scope.get("headers", ()))
+
+
+async def _handled(scope: Scope, exc: HTTPException) -> Response:
+    """What the app's own handler answers for `exc` (the error page, or JSON under
+    /api), for middleware that runs outside Starlette's exception middleware."""
+    handler = getattr(scope.get("app"), "exception_handlers", {}).get(HTTPException)
+    if handler is None:
+        return PlainTextResponse(str(exc.detail), exc.status_code)
+    response = handler(Request(scope), exc)
+    if inspect.isawaitable(response):
+        response = await response
+    assert isinstance(response, Response)
+    return response
+
+
+class HeaderLimitMiddleware:
+    """More than `max_bytes` of request headers gets `431 Request Header Fields Too
+    Large` from the app's own handler (its page or JSON, with the security headers when
+    this runs inside SecurityMiddleware). uvicorn with httptools caps nothing: it reads
+    and hands over headers of any size (measured: 40 MB in one request), so this is
+    the limit; a reverse proxy in front should cap them before they are read."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int = MAX_HEADER_BYTES) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and header_bytes(scope) > self.max_bytes:
+            response = await _handled(scope, HTTPException(431))
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+class RelativeSlashRedirect:
+    """The router's fallback when no route matches (`router.default`): Starlette's
+    trailing-slash redirect (`/letters/x/` -> `/letters/x`), but relative.
+
+    Starlette's own (`redirect_slashes`) builds an absolute `Location` from the Host
+    header, which the client chooses. This one sends the path and query only, with
+    leading slashes collapsed into one: `//evil.example/` as a relative `Location` is
+    protocol-relative and would leave the site just the same. Anything else is the
+    router's 404."""
+
+    def __init__(self, router: Router) -> None:
+        self.router = router
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        location = self.location(scope) if scope["type"] == "http" else None
+        if location is None:
+            await self.router.not_found(scope, receive, send)
+            return
+        await RedirectResponse(location)(scope, receive, send)
+
+    def location(self, scope: Scope) -> str | None:
+        path: str = scope["path"]
+        if path in ("", "/"):
+            return None
+        other = path.rstrip("/") if path.endswith("/") else path + "/"
+        redirect_scope = {**scope, "path": other}
+        if not any(route.matches(redirect_scope)[0] != Match.NONE for route in self.router.routes):
+            return None
+        location = "/" + other.lstrip("/\\")
+        query: bytes = scope.get("query_string", b"")
+        return f"{location}?{query.decode('latin-1')}" if query else location
 
 
 def csrf_token(request: Request) -> str:

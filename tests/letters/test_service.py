@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.db import utcnow
 from app.errors import InvalidInput, LetterNotFound
-from app.letters.models import LetterStatus
+from app.letters.models import Letter, LetterStatus
 from app.letters.service import (
     add_to_tally,
     get_public_letter,
@@ -131,7 +134,7 @@ def test_list_public_letters_open_first_without_drafts(session: Session) -> None
         closed_small.slug,
     ]
     assert [item.signature_count for item in listed] == [7, 1, 50, 0]
-    statuses = [item.letter.status for item in list_public_letters(session)]
+    statuses = [item.status for item in list_public_letters(session)]
     assert LetterStatus.DRAFT not in statuses
     first_closed = statuses.index(LetterStatus.CLOSED)
     assert LetterStatus.OPEN not in statuses[first_closed:]
@@ -157,9 +160,75 @@ def test_publish_letter_makes_a_draft_public(session: Session) -> None:
     assert found.letter.published_at is not None
 
 
-def test_markdown_headings_move_below_the_page_title() -> None:
-    html = render_markdown("# Our demands\n\n## First\n\n###### Deep\n\ntext")
-    assert "<h1" not in html
-    assert "<h2>Our demands</h2>" in html
-    assert "<h3>First</h3>" in html
-    assert "<h6>Deep</h6>" in html
+# --- closing time: one rule, the same in Python and in SQL, on both databases ---
+
+NOW = datetime(2030, 6, 15, 12, 0, 0, 123456, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
+
+
+def test_a_letter_is_closed_from_its_closing_time_on() -> None:
+    def letter(status: LetterStatus, closes_at: datetime | None) -> Letter:
+        return Letter(status=status, closes_at=closes_at)
+
+    cases = [
+        (LetterStatus.OPEN, None, LetterStatus.OPEN),
+        (LetterStatus.OPEN, NOW + MICROSECOND, LetterStatus.OPEN),
+        (LetterStatus.OPEN, NOW, LetterStatus.CLOSED),  # the closing instant itself
+        (LetterStatus.OPEN, NOW - MICROSECOND, LetterStatus.CLOSED),
+        (LetterStatus.CLOSED, None, LetterStatus.CLOSED),
+        (LetterStatus.CLOSED, NOW + timedelta(days=9), LetterStatus.CLOSED),
+        (LetterStatus.DRAFT, None, LetterStatus.DRAFT),
+        (LetterStatus.DRAFT, NOW - MICROSECOND, LetterStatus.DRAFT),
+    ]
+    for stored, closes_at, seen in cases:
+        assert letter(stored, closes_at).status_at(NOW) == seen, (stored, closes_at)
+        assert letter(stored, closes_at).is_open(NOW) == (seen == LetterStatus.OPEN)
+
+
+def test_public_letters_past_their_closing_time_are_closed(session: Session) -> None:
+    """The home page and the API list open letters first: a letter whose closing time
+    has passed goes with the closed ones, whatever its tally, and says `closed`."""
+    expired_big = make_letter(session, closes_at=NOW - timedelta(days=2))
+    open_small = make_letter(session)
+    closing_soon = make_letter(session, closes_at=NOW + timedelta(days=2))
+    at_the_instant = make_letter(session, closes_at=NOW)
+    closed = make_letter(session, status=LetterStatus.CLOSED)
+    add_to_tally(session, letter_id=expired_big.id, delta=90)
+    add_to_tally(session, letter_id=at_the_instant.id, delta=80)
+    add_to_tally(session, letter_id=open_small.id, delta=2)
+    add_to_tally(session, letter_id=closing_soon.id, delta=1)
+    mine = [expired_big, open_small, closing_soon, at_the_instant, closed]
+    slugs = {letter.slug for letter in mine}
+
+    listed = [item for item in list_public_letters(session, now=NOW) if item.letter.slug in slugs]
+
+    assert [(item.letter.slug, item.status) for item in listed] == [
+        (open_small.slug, LetterStatus.OPEN),
+        (closing_soon.slug, LetterStatus.OPEN),
+        (expired_big.slug, LetterStatus.CLOSED),
+        (at_the_instant.slug, LetterStatus.CLOSED),
+        (closed.slug, LetterStatus.CLOSED),
+    ]
+    assert [item.is_open for item in listed] == [True, True, False, False, False]
+    for letter in mine:
+        found = get_public_letter(session, slug=letter.slug, now=NOW)
+        assert found.status == letter.status_at(NOW)
+        assert found.is_open == letter.is_open(NOW)
+    # Without `now`, the clock.
+    yesterday = make_letter(session, closes_at=utcnow() - timedelta(days=1))
+    found = get_public_letter(session, slug=yesterday.slug)
+    assert (found.status, found.letter.status) == (LetterStatus.CLOSED, LetterStatus.OPEN)
+    statuses = {item.letter.slug: item.status for item in list_public_letters(session)}
+    assert statuses[yesterday.slug] == LetterStatus.CLOSED
+
+
+@pytest.mark.parametrize("offset", [-MICROSECOND, timedelta(0), MICROSECOND])
+def test_the_database_and_python_agree_at_the_closing_instant(
+    session: Session, offset: timedelta
+) -> None:
+    letter = make_letter(session, closes_at=NOW + offset)
+    session.expire_all()  # read back what the database stored
+    in_sql = session.scalar(select(Letter.is_open(NOW)).where(Letter.id == letter.id))
+    loaded = session.get(Letter, letter.id)
+    assert loaded is not None
+    assert in_sql == loaded.is_open(NOW) == (offset > timedelta(0))

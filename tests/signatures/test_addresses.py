@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from app.signatures.addresses import canonical_email, email_domain, email_hash
+from app.signatures.addresses import canonical_email, email_domain, email_hash, masked
 
 SECRET = "one-server-key"
 
@@ -44,22 +44,22 @@ def test_hash_is_equal_for_canonically_equal_addresses() -> None:
         "first.last+letters@googlemail.com",
         " F.I.R.S.T.L.A.S.T@GMAIL.COM ",
     ]
-    hashes = {email_hash(SECRET, address) for address in variants}
+    hashes = {email_hash(SECRET, 1, address) for address in variants}
     assert len(hashes) == 1
 
 
 def test_hash_differs_for_different_people() -> None:
-    assert email_hash(SECRET, "first.last@example.org") != email_hash(
-        SECRET, "firstlast@example.org"
+    assert email_hash(SECRET, 1, "first.last@example.org") != email_hash(
+        SECRET, 1, "firstlast@example.org"
     )
-    assert email_hash(SECRET, "alice@example.org") != email_hash(SECRET, "alice@example.net")
+    assert email_hash(SECRET, 1, "alice@example.org") != email_hash(SECRET, 1, "alice@example.net")
 
 
 def test_hash_is_keyed() -> None:
     address = "alice@example.org"
-    assert email_hash(SECRET, address) != email_hash("another-server-key", address)
+    assert email_hash(SECRET, 1, address) != email_hash("another-server-key", 1, address)
     # Not a bare hash of the address: anyone could compute that from a guessed address.
-    keyed = email_hash(SECRET, address)
+    keyed = email_hash(SECRET, 1, address)
     for unkeyed in (
         hashlib.sha256(address.encode()).hexdigest(),
         hashlib.sha256(canonical_email(address).encode()).hexdigest(),
@@ -69,6 +69,41 @@ def test_hash_is_keyed() -> None:
 
 
 def test_hash_fits_the_column() -> None:
-    value = email_hash(SECRET, "alice@example.org")
+    value = email_hash(SECRET, 1, "alice@example.org")
     assert len(value) == 64
     assert int(value, 16) >= 0  # hex digits only
+
+
+def test_hash_is_keyed_per_letter() -> None:
+    """The same person on two letters gets two unrelated hashes: a leaked database
+    cannot join their signatures across letters without the key."""
+    assert email_hash(SECRET, 1, "alice@example.org") != email_hash(SECRET, 2, "alice@example.org")
+    assert email_hash(SECRET, 12, "alice@example.org") != email_hash(
+        SECRET, 1, "2alice@example.org"
+    )
+
+
+def test_hash_can_be_rekeyed_from_the_old_one() -> None:
+    """Migration 0004 re-keys stored hashes without the address: the new hash is an HMAC
+    of the letter and the old (v1) hash, which is the inner step here."""
+    import hmac
+
+    v1_key = hmac.new(SECRET.encode(), b"undersigned/email-hash/v1", hashlib.sha256).digest()
+    old = hmac.new(v1_key, b"alice@example.org", hashlib.sha256).hexdigest()
+    letter_key = hmac.new(
+        SECRET.encode(), b"undersigned/email-hash/per-letter/v2", hashlib.sha256
+    ).digest()
+    rekeyed = hmac.new(letter_key, f"7:{old}".encode(), hashlib.sha256).hexdigest()
+    assert email_hash(SECRET, 7, "Alice+x@Example.org") == rekeyed
+
+
+@pytest.mark.parametrize(
+    ("address", "shown"),
+    [
+        ("ada@example.org", "a•••@example.org"),
+        ("Ada.Lovelace+x@Example.ORG", "A•••@example.org"),
+        ("x@y.z", "x•••@y.z"),
+    ],
+)
+def test_masked_addresses_show_the_first_letter_and_the_domain(address: str, shown: str) -> None:
+    assert masked(address) == shown

@@ -23,18 +23,25 @@ from app.db import Database
 from app.letters.models import LetterTally
 from app.mail.models import OutboxEmail
 from app.signatures.addresses import email_hash
-from app.signatures.models import Signature, SignatureStatus
-from app.signatures.service import sign_letter, verify_signature
+from app.signatures.models import PendingSignature, PendingState, Signature, SignatureStatus
+from app.signatures.service import (
+    EMAILS_PER_WINDOW,
+    notify_pending,
+    sign_letter,
+    verify_signature,
+)
 from tests.support.config import make_settings
 from tests.support.databases import truncate
 from tests.support.factories import make_letter, signature_in, verify_token
 
 THREADS = 16
 PENDING_SIGNERS = 40
-VERIFIES_PER_TOKEN = 4
+VERSIONS_PER_ADDRESS = 2  # two submissions each, both confirmed at once
+VERIFIES_PER_TOKEN = 3
 RESIGNS_PER_ADDRESS = 2
 NEW_SIGNERS = 12
 SIGNS_PER_NEW_ADDRESS = 4  # the variants below
+WORKER_PASSES = 8
 
 
 @dataclass
@@ -46,20 +53,24 @@ class Outcome:
 
 
 def _race(db: Database, settings: Settings) -> Outcome:
-    """N pending signatures; then THREADS threads verify each token several times,
-    re-sign the same addresses, and sign new addresses several times at once."""
+    """N addresses with two submissions each; then THREADS threads confirm every link
+    several times (both versions of an address at once), sign the same addresses again,
+    sign new addresses several times at once, and run the mail worker's step."""
     with db.write() as session:
         letter = make_letter(session)
         slug, letter_id = letter.slug, letter.id
     pending_addresses = [f"pending.{number}@example.org" for number in range(PENDING_SIGNERS)]
     with db.write() as session:
-        for address in pending_addresses:
-            data = signature_in(email=address)
-            sign_letter(session, slug=slug, data=data, settings=settings)
+        for _ in range(VERSIONS_PER_ADDRESS):
+            for address in pending_addresses:
+                data = signature_in(email=address)
+                sign_letter(session, slug=slug, data=data, settings=settings)
     with db.read() as session:
-        signatures = session.scalars(select(Signature).where(Signature.letter_id == letter_id))
-        tokens = [verify_token(settings, signature) for signature in signatures]
-    assert len(tokens) == PENDING_SIGNERS
+        rows = session.scalars(
+            select(PendingSignature).where(PendingSignature.letter_id == letter_id)
+        )
+        tokens = [verify_token(settings, row) for row in rows]
+    assert len(tokens) == PENDING_SIGNERS * VERSIONS_PER_ADDRESS
     new_addresses = [f"new.{number}@gmail.com" for number in range(NEW_SIGNERS)]
 
     def verify(token: str) -> None:
@@ -69,6 +80,10 @@ def _race(db: Database, settings: Settings) -> Outcome:
     def resign(address: str) -> None:
         with db.write() as session:
             sign_letter(session, slug=slug, data=signature_in(email=address), settings=settings)
+
+    def notify() -> None:
+        with db.write() as session:
+            notify_pending(session, settings=settings)
 
     operations: list[Callable[[], None]] = []
     for token in tokens:
@@ -84,6 +99,7 @@ def _race(db: Database, settings: Settings) -> Outcome:
             f"ne.w{number}@googlemail.com",
         ]
         operations += [partial(resign, variant) for variant in variants]
+    operations += [notify] * WORKER_PASSES
     random.Random(7).shuffle(operations)
 
     errors: list[BaseException] = []
@@ -103,63 +119,79 @@ def _race(db: Database, settings: Settings) -> Outcome:
         futures = [pool.submit(worker, operations[index::THREADS]) for index in range(THREADS)]
         for future in futures:
             future.result(timeout=300)
+    with db.write() as session:
+        notify_pending(session, settings=settings)  # whatever the race left waiting
     return Outcome(letter_id, pending_addresses, new_addresses, errors)
 
 
 def _check(db: Database, settings: Settings, outcome: Outcome) -> None:
     assert outcome.errors == [], [repr(error) for error in outcome.errors[:5]]
+    letter_id = outcome.letter_id
     with db.read() as session:
         tally = session.scalar(
-            select(LetterTally.verified_count).where(LetterTally.letter_id == outcome.letter_id)
+            select(LetterTally.verified_count).where(LetterTally.letter_id == letter_id)
         )
         verified = session.scalar(
             select(func.count())
             .select_from(Signature)
-            .where(
-                Signature.letter_id == outcome.letter_id,
-                Signature.status == SignatureStatus.VERIFIED,
-            )
+            .where(Signature.letter_id == letter_id, Signature.status == SignatureStatus.VERIFIED)
         )
         assert tally == verified == PENDING_SIGNERS
 
         per_hash = dict(
             session.execute(
                 select(Signature.email_hash, func.count())
-                .where(Signature.letter_id == outcome.letter_id)
+                .where(Signature.letter_id == letter_id)
                 .group_by(Signature.email_hash)
             ).all()
         )
-        expected_hashes = {
-            email_hash(settings.secret, address)
-            for address in outcome.pending_addresses + outcome.new_addresses
+        assert set(per_hash) == {
+            email_hash(settings.secret, letter_id, address) for address in outcome.pending_addresses
         }
-        assert set(per_hash) == expected_hashes
         assert set(per_hash.values()) == {1}
-
-        new_rows = session.scalars(
-            select(Signature).where(
-                Signature.email_hash.in_(
-                    [email_hash(settings.secret, address) for address in outcome.new_addresses]
-                )
+        positions = sorted(
+            position or 0
+            for position in session.scalars(
+                select(Signature.position).where(Signature.letter_id == letter_id)
             )
-        ).all()
-        assert {row.status for row in new_rows} == {SignatureStatus.PENDING}
-        assert {row.emails_sent for row in new_rows} == {SIGNS_PER_NEW_ADDRESS}
+        )
+        assert positions == list(range(1, PENDING_SIGNERS + 1))
 
-        # No lost update: every email a signature counted is in the outbox, and back.
-        emails_per_address_hash = Counter(
-            email_hash(settings.secret, address)
+        # Every submission was stored on its own, each address's under one hash.
+        submissions = Counter(
+            session.scalars(
+                select(PendingSignature.email_hash).where(PendingSignature.letter_id == letter_id)
+            )
+        )
+        for address in outcome.new_addresses:
+            assert submissions[email_hash(settings.secret, letter_id, address)] == (
+                SIGNS_PER_NEW_ADDRESS
+            )
+        for address in outcome.pending_addresses:
+            assert submissions[email_hash(settings.secret, letter_id, address)] == (
+                VERSIONS_PER_ADDRESS + RESIGNS_PER_ADDRESS
+            )
+        assert set(
+            session.scalars(
+                select(PendingSignature.state).where(PendingSignature.letter_id == letter_id)
+            )
+        ) <= {PendingState.SENT, PendingState.CONFIRMED, PendingState.SKIPPED, PendingState.WAITING}
+        # Nothing waits but what the cap holds back.
+        waiting = session.scalar(
+            select(func.count())
+            .select_from(PendingSignature)
+            .where(
+                PendingSignature.letter_id == letter_id,
+                PendingSignature.state == PendingState.WAITING,
+            )
+        )
+        emails = Counter(
+            email_hash(settings.secret, letter_id, address)
             for address in session.scalars(select(OutboxEmail.to_address))
             if address is not None
         )
-        for signature in session.scalars(
-            select(Signature).where(Signature.letter_id == outcome.letter_id)
-        ):
-            assert emails_per_address_hash[signature.email_hash] == signature.emails_sent
-            if signature.email_hash not in {
-                email_hash(settings.secret, address) for address in outcome.new_addresses
-            }:
-                assert signature.emails_sent == 1 + RESIGNS_PER_ADDRESS
+        assert max(emails.values()) <= EMAILS_PER_WINDOW
+        assert (waiting or 0) <= NEW_SIGNERS + PENDING_SIGNERS  # at most one per address
 
 
 @pytest.mark.postgres

@@ -13,9 +13,10 @@ from app.config import Settings
 from app.letters.models import Letter, LetterStatus
 from app.letters.schemas import LetterCreate
 from app.letters.service import create_letter
-from app.signatures.models import Signature
+from app.signatures.addresses import email_hash
+from app.signatures.models import PendingSignature, Signature
 from app.signatures.schemas import SignatureIn
-from app.signatures.service import sign_letter
+from app.signatures.service import notify_pending, sign_letter, verify_signature
 
 _counter = itertools.count(1)
 
@@ -48,19 +49,36 @@ def signature_in(**overrides: Any) -> SignatureIn:
     return SignatureIn(**values)
 
 
-def sign(session: Session, letter: Letter, settings: Settings, **overrides: Any) -> Signature:
-    """Signs and returns the (pending or existing) signature row."""
+def sign(
+    session: Session, letter: Letter, settings: Settings, **overrides: Any
+) -> PendingSignature:
+    """Signs and returns the submission just recorded (a new pending row)."""
     data = signature_in(**overrides)
     sign_letter(session, slug=letter.slug, data=data, settings=settings)
-    from app.signatures.addresses import email_hash
-
     return session.scalars(
-        select(Signature).where(
-            Signature.letter_id == letter.id,
-            Signature.email_hash == email_hash(settings.secret, data.email),
+        select(PendingSignature)
+        .where(
+            PendingSignature.letter_id == letter.id,
+            PendingSignature.email_hash == email_hash(settings.secret, letter.id, data.email),
         )
+        .order_by(PendingSignature.id.desc())
+        .limit(1)
     ).one()
 
 
-def verify_token(settings: Settings, signature: Signature) -> str:
-    return tokens.issue(settings.secret, tokens.Purpose.SIGNATURE_VERIFY, signature.public_id)
+def verify_token(settings: Settings, pending: PendingSignature) -> str:
+    return tokens.issue(settings.secret, tokens.Purpose.SIGNATURE_VERIFY, pending.public_id)
+
+
+def sign_and_confirm(
+    session: Session, letter: Letter, settings: Settings, **overrides: Any
+) -> Signature:
+    """A confirmed signature, straight through the services (fast set-up)."""
+    pending = sign(session, letter, settings, **overrides)
+    notify_pending(session, settings=settings)
+    verify_signature(session, token=verify_token(settings, pending), settings=settings)
+    return session.scalars(
+        select(Signature).where(
+            Signature.letter_id == letter.id, Signature.email_hash == pending.email_hash
+        )
+    ).one()

@@ -17,9 +17,9 @@ from app.letters.models import Letter
 from app.mail.backends import DevMailbox
 from app.mail.models import OutboxEmail
 from app.mail.worker import deliver_due
-from app.signatures.models import Signature
-from app.signatures.service import verify_signature
-from tests.support.factories import make_letter, sign, verify_token
+from app.signatures.models import PendingSignature, Signature
+from app.signatures.service import notify_pending
+from tests.support.factories import make_letter, sign, sign_and_confirm
 from tests.web.conftest import csrf_from
 
 VERIFY_LINK = re.compile(r"(https?://[^/\s\"'<>]+)/verify/([A-Za-z0-9_.\-]+)")
@@ -31,7 +31,6 @@ GOOD_FORM = {
     "title": "Analyst",
     "organization": "Analytical Engines Ltd",
     "city": "London",
-    "comment": "Because it matters.",
     "display": "public",
 }
 
@@ -47,8 +46,7 @@ def add_verified_signers(app: FastAPI, letter: Letter, *people: dict[str, Any]) 
     settings: Settings = app.state.settings
     with app.state.database.write() as session:
         for person in people:
-            signature = sign(session, letter, settings, **person)
-            verify_signature(session, token=verify_token(settings, signature), settings=settings)
+            sign_and_confirm(session, letter, settings, **person)
 
 
 def post_sign_form(client: TestClient, slug: str, **fields: Any) -> Response:
@@ -60,7 +58,11 @@ def post_sign_form(client: TestClient, slug: str, **fields: Any) -> Response:
 
 
 def deliver(app: FastAPI) -> int:
+    """One pass of the mail worker (new submissions' emails, then delivery); returns how
+    many emails were delivered."""
     settings: Settings = app.state.settings
+    with app.state.database.write() as session:
+        notify_pending(session, settings=settings)
     mailbox = DevMailbox(settings.data_dir / "dev-mail")
     return deliver_due(app.state.database, mailbox, settings=settings)
 
@@ -71,7 +73,7 @@ def tally_on(html: str) -> int:
     return int(match.group(1).replace(",", ""))
 
 
-def count(app: FastAPI, model: type[Signature] | type[OutboxEmail]) -> int:
+def count(app: FastAPI, model: type[Signature] | type[PendingSignature] | type[OutboxEmail]) -> int:
     with app.state.database.read() as session:
         return int(session.scalar(select(func.count()).select_from(model)) or 0)
 
@@ -86,12 +88,17 @@ def outbox(app: FastAPI) -> list[OutboxEmail]:
         return list(session.scalars(select(OutboxEmail).order_by(OutboxEmail.id)))
 
 
-def pending_signature(app: FastAPI, letter: Letter, **overrides: Any) -> Signature:
+def pending_signatures(app: FastAPI) -> list[PendingSignature]:
+    with app.state.database.read() as session:
+        return list(session.scalars(select(PendingSignature).order_by(PendingSignature.id)))
+
+
+def pending_signature(app: FastAPI, letter: Letter, **overrides: Any) -> PendingSignature:
     settings: Settings = app.state.settings
     with app.state.database.write() as session:
-        signature: Signature = sign(session, letter, settings, **overrides)
-        session.expunge(signature)
-    return signature
+        pending = sign(session, letter, settings, **overrides)
+        session.expunge(pending)
+    return pending
 
 
 def expired_token(settings: Settings, public_id: str) -> str:

@@ -28,7 +28,7 @@ from app.letters.demo import create_demo_letters
 from app.letters.models import Letter, LetterStatus
 from app.mail.backends import DevMailbox
 from app.mail.worker import deliver_due
-from app.signatures.service import verify_signature
+from app.signatures.service import notify_pending, verify_signature
 from tests.support.browser import chromium as launch_chromium
 from tests.support.config import make_settings, skip_or_fail
 from tests.support.factories import make_letter, sign, verify_token
@@ -100,6 +100,8 @@ def _seed(database: Database, settings: Settings) -> tuple[str, str, str, str]:
             closed.slug,
         )
     # The confirmation emails, into the dev mailbox (the server runs no mail worker).
+    with database.write() as session:
+        assert notify_pending(session, settings=settings)
     assert deliver_due(database, DevMailbox(settings.data_dir / "dev-mail"), settings=settings)
     return tokens
 
@@ -153,6 +155,21 @@ def _letter_with_errors(page: Page, site: Site) -> None:
     assert page.title().startswith("Error:"), "a screen reader hears the failure first"
 
 
+def _with_cookie(name: str, value: str, path: str) -> Callable[[Page, Site], None]:
+    """A page as the browser that just signed or confirmed sees it (a flash cookie)."""
+
+    def go(page: Page, site: Site) -> None:
+        page.context.add_cookies([{"name": name, "value": value, "url": site.url(path)}])
+        _open(path)(page, site)
+
+    return go
+
+
+def _signers_short_search(page: Page, site: Site) -> None:
+    _open(f"/letters/{SLUG}/signers?q=gr", 422)(page, site)
+    assert "at least 3 characters" in page.locator("main").inner_text()
+
+
 def _closed_letter(page: Page, site: Site) -> None:
     _open(f"/letters/{site.closed_slug}")(page, site)
 
@@ -178,15 +195,18 @@ PAGES: dict[str, Callable[[Page, Site], None]] = {
     "home": _open("/"),
     "letter": _open(f"/letters/{SLUG}"),
     "letter-errors": _letter_with_errors,
-    "letter-thanks": _open(f"/letters/{SLUG}?signed=1#thanks"),
+    "letter-thanks": _with_cookie("thanks", SLUG, f"/letters/{SLUG}"),
     "letter-closed": _closed_letter,
-    "check-email": _open(f"/letters/{SLUG}/check-email"),
+    "check-email": _with_cookie(
+        "sent_to", "a%E2%80%A2%E2%80%A2%E2%80%A2%40example.org", f"/letters/{SLUG}/check-email"
+    ),
     "confirm": _open_token("confirm_token", 200),
     "confirm-already": _open_token("verified_token", 200),
     "link-invalid": _open("/verify/not-a-real-token", 400),
     "link-expired": _open_token("expired_token", 400),
     "signers": _signers,
     "signers-no-match": _signers_no_match,
+    "signers-short-search": _signers_short_search,
     "not-found": _open("/no-such-page", 404),
     "letter-not-found": _open("/letters/no-such-letter", 404),
     "dev-mail": _dev_mail,
@@ -260,7 +280,6 @@ FORM_ORDER = [
     "f-title",
     "f-organization",
     "f-city",
-    "f-comment",
     "f-display",  # the checked radio of the group
     "f-contact_ok",
     "submit",

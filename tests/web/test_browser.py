@@ -137,6 +137,8 @@ def test_sign_confirm_by_email_and_be_counted(browser: Browser, live_server: Liv
     page.get_by_role("button", name="Sign the letter").click()
     page.wait_for_url("**/letters/ice-out/check-email")
     assert page.get_by_role("heading", level=1).inner_text() == "Check your email"
+    assert "a•••@example.org" in page.locator("main").inner_text()  # masked, never in the URL
+    assert "ada@" not in page.url
     screenshot(page, "browser-02-check-email")
 
     # 3. The dev mailbox: the worker delivers within a second or two.
@@ -161,14 +163,18 @@ def test_sign_confirm_by_email_and_be_counted(browser: Browser, live_server: Liv
     button.click()
 
     # 5. Back on the letter: thanked, counted, listed.
-    page.wait_for_url("**/letters/ice-out?signed=1*")
+    page.wait_for_url("**/letters/ice-out#thanks")
     assert page.locator("#thanks").is_visible()
+    assert page.locator("form[action$='/sign']").count() == 0  # no sign form after signing
     assert "Your signature is confirmed" in page.locator("#thanks").inner_text()
     assert page.locator("[data-live-count]").inner_text() == "1"
     assert "1 confirmed signature" in page.locator(".tally-count").inner_text()
     assert name in page.locator("ul.signers").inner_text()
     assert page.locator("#share-link").input_value() == live_server.url("/letters/ice-out")
     screenshot(page, "browser-05-thanks")
+    # The thank-you was for this browser, once: a reload shows the letter as anyone sees it.
+    page.reload()
+    assert page.locator("#thanks").count() == 0
 
     # Nothing left for a third party, and nothing the browser complained about (a CSP
     # violation is reported as a console error).
