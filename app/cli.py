@@ -53,7 +53,7 @@ def _settings() -> Settings:
 @contextmanager
 def _database(settings: Settings) -> Iterator[Database]:
     """A Database for a one-off command, disposed when it ends."""
-    database = Database(settings.database_url)
+    database = Database(settings.database_url, pool_size=settings.database_pool_size)
     try:
         yield database
     finally:

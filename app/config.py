@@ -57,6 +57,12 @@ class Settings(BaseSettings):
     )
 
     database_url: str = "sqlite:///./var/undersigned.db"
+    database_pool_size: int = Field(
+        default=20,
+        ge=3,
+        le=1000,
+        description="Database connections per process; all but 2 serve requests (D51).",
+    )
     secret_key: SecretStr | None = Field(
         default=None,
         description="Signs every token and keys the email hash. "

@@ -10,6 +10,8 @@ write under load.
 
 from __future__ import annotations
 
+import re
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -28,7 +30,7 @@ from sqlalchemy import (
     make_url,
     text,
 )
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Dialect, ExceptionContext
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -87,24 +89,66 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+DEFAULT_POOL_SIZE = 20
+"""Connections per process (UNDERSIGNED_DATABASE_POOL_SIZE). Several processes x this
+must stay under PostgreSQL's max_connections (or put PgBouncer in front)."""
+RESERVED_CONNECTIONS = 2
+"""Of the pool, kept out of reach of requests: one for the in-process mail worker, one
+for health checks (`Database.ping`, one at a time). The rest, `request_slots`, is what
+app/web/deps.py lets requests hold at once, so a request never waits for a connection."""
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
+    # A failing statement must not print its bound parameters (names, addresses,
+    # tokens) into the log; nor must PostgreSQL's error text (`_scrub_postgres_error`).
+    kwargs.setdefault("hide_parameters", True)
     if url.startswith("sqlite"):
         database = make_url(url).database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
+            # A fixed pool, like PostgreSQL's (an in-memory database has a pool of its own).
+            kwargs.setdefault("pool_size", DEFAULT_POOL_SIZE)
+            kwargs.setdefault("max_overflow", 0)
         kwargs.setdefault("connect_args", {}).setdefault("timeout", 30)
         engine = create_engine(url, **kwargs)
         _tune_sqlite(engine)
         return engine
-    # Enough connections for the 40 threads that run sync endpoints, so that busy
-    # moments reuse connections instead of opening new ones. Several processes x 40
-    # must stay under PostgreSQL's max_connections (or put PgBouncer in front).
+    # A fixed pool (no overflow): app/web/deps.py admits at most `request_slots` requests
+    # holding a session at once, so no request ever waits for a connection while it
+    # holds a thread (D51).
     # Pre-ping costs a round trip per checkout; without it a PostgreSQL restart fails
     # one request per stale connection. Measured with bench/: no clear difference.
     kwargs.setdefault("pool_pre_ping", True)
-    kwargs.setdefault("pool_size", 30)
-    kwargs.setdefault("max_overflow", 10)
-    return create_engine(url, **kwargs)
+    kwargs.setdefault("pool_size", DEFAULT_POOL_SIZE)
+    kwargs.setdefault("max_overflow", 0)
+    engine = create_engine(url, **kwargs)
+    event.listen(engine, "handle_error", _scrub_postgres_error)
+    return engine
+
+
+_QUOTED = re.compile(r'"[^"]*"')
+
+
+def _scrub_postgres_error(context: ExceptionContext) -> None:
+    """PostgreSQL's error text carries data: `DETAIL:  Failing row contains (…, ada@…)`
+    for a NOT NULL or CHECK violation, `Key (…)=(…)` for a duplicate, and for a bad
+    value (SQLSTATE class 22) the value itself, quoted in the first line. Keep the first
+    line (what went wrong, with table, column and constraint names) without quoted
+    values; the full diagnostics stay on `orig.diag` for code that needs them."""
+    original = context.original_exception
+    lines = str(original).splitlines()
+    if not lines:
+        return
+    message = lines[0]
+    if str(getattr(original, "sqlstate", "") or "").startswith("22"):
+        message = _QUOTED.sub('"…"', message)
+    if len(lines) > 1:
+        message += " (details hidden)"
+    original.args = (message,)
+    wrapped = context.sqlalchemy_exception
+    if wrapped is not None:
+        kind = type(original)
+        wrapped.args = (f"({kind.__module__}.{kind.__name__}) {message}",)
 
 
 def _tune_sqlite(engine: Engine) -> None:
@@ -143,19 +187,28 @@ class Database:
       Each statement sees committed data; a page that runs two queries may see a
       signature arrive between them, which a page can live with. Never write through it.
 
-    A session takes its connection at its first statement, so a request never holds one
-    while it waits for a thread.
+    A session takes its connection at its first statement and gives it back when it
+    ends. Requests reach sessions through app/web/deps.py, which admits at most
+    `request_slots` of them at once: the pool always has a connection for each.
     """
 
     def __init__(self, url: str, **engine_options: Any) -> None:
         self.url = url
         self.engine = make_engine(url, **engine_options)
+        size = getattr(self.engine.pool, "size", None)
+        self.pool_size: int = size() if callable(size) else DEFAULT_POOL_SIZE
+        self._ping_lock = threading.Lock()
         self._writer = self.engine.execution_options(**WRITE)
         if self.engine.dialect.name == "sqlite":
             self._reader = self.engine.execution_options(**READ)
         else:
             self._reader = self.engine.execution_options(**READ, isolation_level="AUTOCOMMIT")
         self._sessions = sessionmaker(expire_on_commit=False, autoflush=False)
+
+    @property
+    def request_slots(self) -> int:
+        """How many requests may hold a session at once: the pool, less the reserve."""
+        return max(1, self.pool_size - RESERVED_CONNECTIONS)
 
     @property
     def dialect(self) -> str:
@@ -184,8 +237,16 @@ class Database:
             yield connection
 
     def ping(self) -> None:
-        with self._reader.connect() as connection:
+        """Health checks take turns for their one reserved connection: a flood of them
+        never takes the connections that requests were promised."""
+        with self._ping_lock, self._reader.connect() as connection:
             connection.execute(text("SELECT 1"))
+
+    def checkpoint(self) -> None:
+        """SQLite only: copy the WAL into the database file and truncate it, so that no
+        old page image (of a row since wiped) stays on disk. Outside any transaction."""
+        with self._reader.connect() as connection:
+            connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def dispose(self) -> None:
         self.engine.dispose()

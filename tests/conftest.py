@@ -30,6 +30,7 @@ from tests.support.databases import (
     drop_postgres_database,
     truncate,
 )
+from tests.support.smtp import SmtpServer, running_smtp_server
 
 import_all()
 
@@ -105,6 +106,13 @@ def clean_database(database: Database) -> Database:
     """For tests that really commit (workers, threads): starts empty."""
     truncate(database)
     return database
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SmtpServer]:
+    """A real SMTP server (aiosmtpd) on a free loopback port."""
+    with running_smtp_server() as server:
+        yield server
 
 
 @pytest.fixture

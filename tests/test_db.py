@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select, text
 
-from app.db import Database
+from app.db import DEFAULT_POOL_SIZE, RESERVED_CONNECTIONS, Database
 from app.letters.models import Letter
 from tests.support.factories import make_letter
 
@@ -36,3 +36,21 @@ def test_a_write_after_a_read_on_the_same_pool_is_still_one_transaction(
             raise RuntimeError("fail after the insert")
     with clean_database.read() as session:
         assert session.scalar(select(func.count()).select_from(Letter)) == 0
+
+
+@pytest.mark.parametrize("pool_size", [None, 7])
+def test_the_pool_is_fixed_and_requests_get_all_but_the_reserve(
+    database: Database, pool_size: int | None
+) -> None:
+    """No overflow: app/web/deps.py admits `request_slots` requests, and the pool has a
+    connection for each of them plus the reserve (the mail worker, health checks)."""
+    options = {} if pool_size is None else {"pool_size": pool_size}
+    fresh = Database(database.url, **options)
+    try:
+        size = pool_size or DEFAULT_POOL_SIZE
+        assert fresh.pool_size == size
+        assert fresh.engine.pool.size() == size  # type: ignore[attr-defined]
+        assert fresh.engine.pool._max_overflow == 0  # type: ignore[attr-defined]
+        assert fresh.request_slots == size - RESERVED_CONNECTIONS
+    finally:
+        fresh.dispose()

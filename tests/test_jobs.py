@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
+import shutil
+import threading
 import time
 from datetime import timedelta
 from email.message import EmailMessage
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app import jobs
 from app.db import Database, utcnow
 from app.jobs import purge
 from app.mail.backends import dev_mailbox
@@ -162,3 +166,49 @@ def test_dev_mailbox_files_follow_the_outbox_retention(
     assert not old.exists()
     assert new.exists()
     assert [m["Subject"] for m in mailbox.messages()] == ["new"]
+
+
+def test_the_worker_loop_checkpoints_and_a_failing_chore_never_stops_the_mail(
+    tmp_path: Path, sqlite_template: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop: the purge fails (logged), yet the submission's email goes out, and the
+    SQLite WAL is checkpointed to nothing (no old page image of a wiped row stays)."""
+    path = tmp_path / "loop.db"
+    shutil.copy(sqlite_template, path)
+    database = Database(f"sqlite:///{path}")
+    settings = make_settings(tmp_path, database.url)
+    try:
+        with database.write() as session:
+            letter = make_letter(session)
+            sign(session, letter, settings, email="loop@example.org")
+        assert path.with_name("loop.db-wal").stat().st_size > 0
+
+        def broken_purge(*_: object, **__: object) -> None:
+            raise RuntimeError("the purge broke")
+
+        monkeypatch.setattr(jobs, "purge", broken_purge)
+        monkeypatch.setattr(jobs, "CHECKPOINT_EVERY", timedelta(milliseconds=50))
+        wal = path.with_name("loop.db-wal")
+        stop = threading.Event()
+        mailbox = dev_mailbox(settings)
+        thread = threading.Thread(
+            target=jobs.run_worker,
+            args=(database, mailbox),
+            kwargs={"settings": settings, "stop": stop, "poll_seconds": 0.05},
+        )
+        thread.start()
+        try:
+            deadline = time.monotonic() + 20
+            while not mailbox.messages() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            # After its work, the loop's own checkpoint empties the WAL.
+            while wal.stat().st_size and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            stop.set()
+            thread.join(timeout=20)
+        assert not thread.is_alive()
+        assert [m["To"] for m in mailbox.messages()] == ["loop@example.org"]
+        assert wal.stat().st_size == 0
+    finally:
+        database.dispose()

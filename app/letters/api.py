@@ -61,7 +61,7 @@ def letter_out(found: letters.LetterWithTally, settings: Settings) -> LetterOut:
     )
 
 
-@router.get("/letters")
+@router.get("/letters", responses=error_responses())
 def list_letters(session: ReadSession, settings: AppSettings) -> LetterList:
     """Published letters, open ones first, each with its verified tally."""
     return LetterList(

@@ -17,14 +17,16 @@ from typing import Protocol
 
 from app.config import MailBackend, Settings, SmtpSecurity
 from app.mail.models import OutboxEmail
+from app.redaction import redact
 
 
 class TransientMailError(Exception):
-    """Worth retrying later (4xx reply, connection trouble)."""
+    """Worth retrying later (4xx reply, connection trouble). Its text is redacted: it is
+    stored and logged, and SMTP replies quote the recipient."""
 
 
 class PermanentMailError(Exception):
-    """Retrying will not help (5xx reply, address refused)."""
+    """Retrying will not help (5xx reply, address refused). Its text is redacted too."""
 
 
 class Backend(Protocol):
@@ -110,21 +112,22 @@ class SmtpBackend:
                     smtp.login(s.smtp_username, s.smtp_password.get_secret_value())
                 refused = smtp.send_message(message)
         except smtplib.SMTPRecipientsRefused as exc:
-            raise _classify(exc.recipients) from exc
+            # `from None`: the original exception quotes each refused address.
+            raise _classify(exc.recipients) from None
         except smtplib.SMTPResponseException as exc:
-            error = f"{exc.smtp_code} {exc.smtp_error!r}"
+            error = redact(f"{exc.smtp_code} {exc.smtp_error!r}")
             if 400 <= exc.smtp_code < 500:
-                raise TransientMailError(error) from exc
-            raise PermanentMailError(error) from exc
+                raise TransientMailError(error) from None
+            raise PermanentMailError(error) from None
         except (smtplib.SMTPException, OSError) as exc:
-            raise TransientMailError(f"{type(exc).__name__}: {exc}") from exc
+            raise TransientMailError(redact(f"{type(exc).__name__}: {exc}")) from None
         if refused:
             raise _classify(refused)
 
 
 def _classify(recipients: dict[str, tuple[int, bytes]]) -> Exception:
     codes = [code for code, _ in recipients.values()]
-    error = "; ".join(f"{code} {reply!r}" for code, reply in recipients.values())
+    error = redact("; ".join(f"{code} {reply!r}" for code, reply in recipients.values()))
     if all(400 <= code < 500 for code in codes):
         return TransientMailError(error)
     return PermanentMailError(error)

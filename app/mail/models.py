@@ -19,8 +19,9 @@ class OutboxStatus(StrEnum):
 class OutboxEmail(Base):
     """An email written in the same transaction as the change that causes it.
 
-    A worker claims it with a lease; if the worker dies, the lease runs out and
-    another worker retries. Address and bodies are deleted 7 days after the end.
+    A worker claims it with a short lease, renewed while it sends; if the worker dies,
+    the lease runs out and another worker retries. Once sent, or failed for good, it
+    keeps no address, subject, bodies or headers (D50); the row is deleted 7 days later.
     """
 
     __tablename__ = "outbox_emails"

@@ -1,4 +1,5 @@
-"""Writing emails into the outbox, and the retention rule for sent ones."""
+"""Writing emails into the outbox, the retention rules for finished ones, and keeping
+addresses and link tokens out of error texts and logs (`redact`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from email.utils import make_msgid
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import delete
+from sqlalchemy import delete, update
 from sqlalchemy.orm import Session
 
 from app.config import Settings
@@ -16,6 +17,16 @@ from app.mail.models import OutboxEmail, OutboxStatus
 from app.templating import render_blocks
 
 SENT_RETENTION = timedelta(days=7)
+
+FORGOTTEN: dict[str, Any] = {
+    "to_address": None,
+    "subject": "",
+    "text_body": "",
+    "html_body": "",
+    "headers": {},
+}
+"""What a finished email (sent, or failed for good) keeps of its content: nothing. The
+row keeps kind, status, times, attempts, Message-ID and a redacted `last_error` (D50)."""
 
 
 def enqueue(
@@ -47,12 +58,13 @@ def enqueue(
 
 
 def purge_outbox(session: Session) -> int:
-    """Sent and failed emails (addresses and bodies) are deleted after 7 days."""
-    cutoff = utcnow() - SENT_RETENTION
-    result = session.execute(
-        delete(OutboxEmail).where(
-            OutboxEmail.status.in_([OutboxStatus.SENT, OutboxStatus.FAILED]),
-            OutboxEmail.finished_at < cutoff,
-        )
+    """Finished emails (sent, or failed for good) are deleted after 7 days. Their address
+    and content were already forgotten when they finished; any finished row that still
+    has them (finished by an older version) forgets them here."""
+    finished = OutboxEmail.status.in_([OutboxStatus.SENT, OutboxStatus.FAILED])
+    session.execute(
+        update(OutboxEmail).where(finished, OutboxEmail.to_address.is_not(None)).values(**FORGOTTEN)
     )
+    cutoff = utcnow() - SENT_RETENTION
+    result = session.execute(delete(OutboxEmail).where(finished, OutboxEmail.finished_at < cutoff))
     return int(result.rowcount or 0)  # type: ignore[attr-defined]

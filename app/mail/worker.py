@@ -2,16 +2,26 @@
 
 A worker claims a batch in a short transaction (PostgreSQL: FOR UPDATE SKIP LOCKED,
 so workers never wait on each other; SQLite: BEGIN IMMEDIATE), marks it `sending`
-with a lease, commits, sends, then records the outcome only if it still holds the
-claim. A crash between send and record means the lease runs out and the email is
-sent again: at least once, never lost.
+with a short lease, commits, then for each email: renews the lease (skipping the email
+if another worker took it over), sends while a heartbeat keeps renewing the lease, and
+records the outcome only if it still holds the claim. A crash (even SIGKILL) leaves its
+emails under a lease that runs out within `LEASE`, and another worker sends them: at
+least once, never lost, and never sent twice while the first worker is alive (D52).
+
+A finished email (sent, or failed for good) forgets its address and content in the
+same UPDATE that records the outcome; error texts are redacted before they are stored
+or logged (D50).
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import re
 import secrets
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select, update
@@ -21,13 +31,21 @@ from app.config import Settings
 from app.db import Database, utcnow
 from app.mail.backends import Backend, PermanentMailError, TransientMailError, build_message
 from app.mail.models import OutboxEmail, OutboxStatus
+from app.mail.service import FORGOTTEN
+from app.redaction import REDACT, redact
 
 log = logging.getLogger("undersigned.mail")
+log.addFilter(REDACT)  # tracebacks too: an exception may quote a recipient
 
-LEASE = timedelta(minutes=5)
+LEASE = timedelta(seconds=30)
+"""How long a claim holds without renewal: after a crash, its emails wait this long."""
+HEARTBEAT_SECONDS = 10.0
+"""While a send lasts, its lease is renewed this often (a third of the lease)."""
 MAX_ATTEMPTS = 8
 BACKOFF_BASE_SECONDS = 30.0
 BACKOFF_CAP_SECONDS = 3600.0
+
+Clock = Callable[[], datetime]
 
 
 def backoff(attempts: int) -> timedelta:
@@ -68,6 +86,21 @@ def claim_batch(session: Session, *, now: datetime, limit: int) -> list[tuple[in
     return claims
 
 
+def renew_lease(session: Session, *, email_id: int, token: str, now: datetime) -> bool:
+    """Extends this worker's claim on one email to `now + LEASE`. False when the claim
+    is gone (the lease ran out and another worker took the email over)."""
+    result = session.execute(
+        update(OutboxEmail)
+        .where(
+            OutboxEmail.id == email_id,
+            OutboxEmail.claim_token == token,
+            OutboxEmail.status == OutboxStatus.SENDING,
+        )
+        .values(lease_expires_at=now + LEASE)
+    )
+    return int(result.rowcount or 0) == 1  # type: ignore[attr-defined]
+
+
 def deliver_due(
     database: Database,
     backend: Backend,
@@ -76,37 +109,47 @@ def deliver_due(
     now: datetime | None = None,
     limit: int = 20,
 ) -> int:
-    """One pass: claim, send, record. Returns how many were sent."""
-    now = now or utcnow()
+    """One pass: claim, then renew, send and record each email. Returns how many were
+    sent. `now` (for tests) shifts this pass's clock; time still runs from there."""
+    start = now or utcnow()
+    offset = start - utcnow()
+
+    def clock() -> datetime:
+        return utcnow() + offset
+
     with database.write() as session:
-        claims = claim_batch(session, now=now, limit=limit)
+        claims = claim_batch(session, now=start, limit=limit)
     sent = 0
     for email_id, token in claims:
-        with database.read() as session:
-            email = session.get(OutboxEmail, email_id)
-            if email is None or email.claim_token != token:
-                # A slow send earlier in this batch outlived the lease and another
-                # worker took this one over: sending it now would send it twice.
-                log.warning("email %s: lease lost before sending; skipped", email_id)
-                continue
-            session.expunge(email)
+        email = _take(database, email_id, token, clock())
+        if email is None:
+            # A slow send earlier in this batch outlived the lease and another worker
+            # took this one over: sending it now would send it twice.
+            log.warning("email %s: lease lost before sending; skipped", email_id)
+            continue
         outcome: dict[str, object]
         try:
-            backend.send(build_message(email, mail_from=settings.mail_from))
+            with _lease_kept(database, email_id, token, clock):
+                backend.send(build_message(email, mail_from=settings.mail_from))
         except TransientMailError as exc:
-            outcome = _retry_or_give_up(email.attempts, str(exc))
-            log.warning("email %s: transient failure: %s", email_id, exc)
+            error = _redacted(str(exc), email.to_address)
+            outcome = _retry_or_give_up(email.attempts, error)
+            log.warning("email %s: transient failure: %s", email_id, error)
         except PermanentMailError as exc:
-            outcome = _failed(str(exc))
-            log.error("email %s: permanent failure: %s", email_id, exc)
+            error = _redacted(str(exc), email.to_address)
+            outcome = _failed(error)
+            log.error("email %s: permanent failure: %s", email_id, error)
         except Exception as exc:
             # A bug or a surprise: retried (up to MAX_ATTEMPTS) like a transient
             # failure, so that one bad email never stalls the rest of the outbox.
-            outcome = _retry_or_give_up(email.attempts, f"{type(exc).__name__}: {exc}")
-            log.exception("email %s: unexpected failure", email_id)
+            error = _redacted(f"{type(exc).__name__}: {exc}", email.to_address)
+            outcome = _retry_or_give_up(email.attempts, error)
+            log.error("email %s: unexpected failure: %s", email_id, error, exc_info=exc)
         else:
             outcome = {"status": OutboxStatus.SENT, "finished_at": utcnow(), "last_error": None}
             sent += 1
+        if outcome["status"] != OutboxStatus.PENDING:
+            outcome.update(FORGOTTEN)  # finished: the address and the link go now
         with database.write() as session:
             session.execute(
                 update(OutboxEmail)
@@ -114,6 +157,56 @@ def deliver_due(
                 .values(lease_expires_at=None, claim_token=None, **outcome)
             )
     return sent
+
+
+def _redacted(error: str, address: str | None) -> str:
+    """`redact`, and the recipient's mailbox name wherever it appears on its own (a
+    server may say `mailbox jsmith unknown`)."""
+    error = redact(error)
+    mailbox = (address or "").rpartition("@")[0]
+    if len(mailbox) >= 3:
+        alone = rf"(?<![A-Za-z0-9]){re.escape(mailbox)}(?![A-Za-z0-9])"
+        error = re.sub(alone, "[address]", error, flags=re.IGNORECASE)
+    return error
+
+
+def _take(database: Database, email_id: int, token: str, now: datetime) -> OutboxEmail | None:
+    """Renews the claim right before sending (a batch's later emails may have waited
+    long) and reads the email, in one transaction; None if the claim is gone."""
+    with database.write() as session:
+        if not renew_lease(session, email_id=email_id, token=token, now=now):
+            return None
+        email = session.get_one(OutboxEmail, email_id)
+        session.expunge(email)
+        return email
+
+
+@contextmanager
+def _lease_kept(database: Database, email_id: int, token: str, clock: Clock) -> Iterator[None]:
+    """Renews the lease every HEARTBEAT_SECONDS while the block runs, so that a slow
+    SMTP server (a reply may take `smtp_timeout_seconds` per command) never lets
+    another worker send the same email while this one is still sending it."""
+    done = threading.Event()
+
+    def beat() -> None:
+        while not done.wait(HEARTBEAT_SECONDS):
+            try:
+                with database.write() as session:
+                    held = renew_lease(session, email_id=email_id, token=token, now=clock())
+            except Exception as exc:
+                log.warning("email %s: could not renew the lease: %s", email_id, exc)
+                continue
+            if not held:
+                log.warning("email %s: lease lost while sending", email_id)
+                return
+
+    heartbeat = threading.Thread(target=beat, name=f"lease-{email_id}", daemon=True)
+    heartbeat.start()
+    try:
+        yield
+    finally:
+        done.set()
+        heartbeat.join()
 
 
 def _retry_or_give_up(attempts: int, error: str) -> dict[str, object]:

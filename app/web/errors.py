@@ -14,10 +14,15 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from app.errors import DomainError, InvalidToken
+from app.redaction import REDACT, redact
 from app.web.rendering import render
 from app.web.security import security_headers
 
 log = logging.getLogger("undersigned.web")
+# The server's own record of an unhandled exception (uvicorn logs the traceback again,
+# after our 500 page): both are redacted, since an exception may quote an address or a
+# token.
+SERVER_ERROR_LOGGERS = ("undersigned.web", "uvicorn.error")
 
 HTTP_CODES = {
     400: ("bad_request", "The request could not be understood."),
@@ -29,6 +34,7 @@ HTTP_CODES = {
     429: ("too_many_requests", "Too many requests. Wait a little and try again."),
     431: ("headers_too_large", "The request's headers are too large."),
     500: ("server_error", "Something went wrong on our side. Please try again."),
+    503: ("unavailable", "The server is busy. Please try again in a moment."),
 }
 
 
@@ -62,6 +68,7 @@ ERROR_DESCRIPTIONS = {
     409: "The letter is not open for signatures.",
     413: "The request body is larger than the server accepts.",
     422: "Some input is not valid; `fields` says which.",
+    503: "The server is at capacity for a moment; try again after `Retry-After` seconds.",
 }
 JSON_BODY_422 = (
     "Some input is not valid; `fields` says which. A body that is not a JSON object, or "
@@ -87,7 +94,13 @@ def error_responses(
     A route lists every error status it can really send: `document_api` removes
     FastAPI's default 422 (`HTTPValidationError`, a shape this app never sends)."""
     described = {**ERROR_DESCRIPTIONS, **(descriptions or {})}
-    return {status: {"model": ErrorOut, "description": described[status]} for status in statuses}
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status in (*statuses, 503):  # every API route reads or writes the database
+        responses[status] = {"model": ErrorOut, "description": described[status]}
+    responses[503]["headers"] = {
+        "Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}
+    }
+    return responses
 
 
 def _is_api(request: Request) -> bool:
@@ -165,9 +178,15 @@ def install(app: FastAPI) -> None:
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
         return _invalid_input(request, field_errors(exc.errors()))
 
+    for name in SERVER_ERROR_LOGGERS:
+        logging.getLogger(name).addFilter(REDACT)
+
     @app.exception_handler(Exception)
     async def server_error(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        # The route's template (`/verify/{token}`), never the path: paths hold tokens.
+        route = request.scope.get("route")
+        where = getattr(route, "path", None) or redact(request.url.path)
+        log.error("unhandled error on %s %s", request.method, where, exc_info=exc)
         code, detail = HTTP_CODES[500]
         # Sent from outside SecurityMiddleware: the headers must be added here.
         headers = security_headers(request.app.state.settings.secure_cookies)
