@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path
@@ -23,8 +22,6 @@ from app.web.errors import error_responses
 
 router = APIRouter(prefix="/api/v1", tags=["letters"])
 
-_SLUG = re.compile(SLUG_PATTERN)
-
 
 def letter_slug(
     slug: Annotated[
@@ -39,7 +36,7 @@ def letter_slug(
 ) -> str:
     """The `{slug}` of a letter route. A slug no letter can have is a 404 before any
     query, so odd text never reaches the database (PostgreSQL refuses a NUL in text)."""
-    if len(slug) > SLUG_MAX_LENGTH or not _SLUG.fullmatch(slug):
+    if not letters.is_slug(slug):
         raise LetterNotFound()
     return slug
 

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, defer
 from app.db import utcnow
 from app.errors import InvalidInput, LetterNotFound
 from app.letters.models import Letter, LetterStatus, LetterTally
-from app.letters.schemas import LetterCreate
+from app.letters.schemas import SLUG_MAX_LENGTH, SLUG_PATTERN, LetterCreate
 
 # Raw HTML is parsed (not shown as literal tags) so that nh3 can drop what is not allowed.
 _markdown = MarkdownIt("commonmark", {"html": True, "linkify": False}).enable("table")
@@ -152,10 +152,21 @@ def _found(letter: Letter, count: int, now: datetime) -> LetterWithTally:
     return LetterWithTally(letter, count, letter.status_at(now))
 
 
+_SLUG = re.compile(SLUG_PATTERN)
+
+
+def is_slug(slug: str) -> bool:
+    """Whether a letter could have this slug. Anything else is no letter, answered
+    before any query (PostgreSQL refuses a NUL byte in text)."""
+    return len(slug) <= SLUG_MAX_LENGTH and _SLUG.fullmatch(slug) is not None
+
+
 def get_public_letter(
     session: Session, *, slug: str, now: datetime | None = None
 ) -> LetterWithTally:
     """A published (open or closed) letter with its tally, in one query."""
+    if not is_slug(slug):
+        raise LetterNotFound()
     row = session.execute(
         _with_tally().where(Letter.slug == slug, Letter.status != LetterStatus.DRAFT)
     ).first()
@@ -167,6 +178,8 @@ def get_public_letter(
 def get_letter_for_signing(session: Session, *, slug: str) -> Letter:
     """A published letter, for signing. Not locked: a letter closed while someone signs
     may still get a pending signature, but `verify_signature` refuses to count it."""
+    if not is_slug(slug):
+        raise LetterNotFound()
     letter = session.scalar(select(Letter).where(Letter.slug == slug))
     if letter is None or letter.status == LetterStatus.DRAFT:
         raise LetterNotFound()

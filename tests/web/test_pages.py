@@ -16,12 +16,13 @@ from sqlalchemy import update
 
 from app import tokens
 from app.config import MailBackend, Settings
-from app.db import utcnow
+from app.db import Database, utcnow
 from app.letters.models import Letter, LetterStatus
 from app.mail.models import OutboxEmail
 from app.main import create_app
 from app.signatures.models import PendingSignature, PendingState, Signature, SignatureStatus
 from tests.support.config import make_settings
+from tests.support.factories import make_letter
 from tests.web.conftest import csrf_from
 from tests.web.flows import (
     GOOD_FORM,
@@ -670,3 +671,27 @@ def test_errors_are_html_pages_outside_the_api_and_json_inside(client: TestClien
     assert api.status_code == 404
     assert api.headers["content-type"] == "application/json"
     assert api.json() == {"error": "not_found", "detail": "There is nothing at this address."}
+
+
+def test_odd_slugs_are_404_pages_on_every_database(
+    clean_database: Database, settings: Settings
+) -> None:
+    """PostgreSQL refuses a NUL byte in text: a slug no letter can have is answered
+    before any query (it was a 500 there)."""
+    with TestClient(create_app(settings), client=("127.0.0.1", 50000)) as client:
+        for slug in ("a%00b", "%00", "A-B", "x" * 81, "a--b", "%ff"):
+            for response in (
+                client.get(f"/letters/{slug}"),
+                client.get(f"/letters/{slug}/signers"),
+                client.get(f"/letters/{slug}/check-email"),
+            ):
+                assert response.status_code == 404, (slug, response.url)
+                assert "Page not found" in response.text
+        with clean_database.write() as session:
+            make_letter(session, slug="real-letter")
+        page = client.get("/letters/real-letter")
+        csrf = csrf_from(page.text)
+        response = client.post(
+            "/letters/a%00b/sign", data={**GOOD_FORM, "csrf_token": csrf}, follow_redirects=False
+        )
+        assert response.status_code == 404
