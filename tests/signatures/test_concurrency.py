@@ -216,6 +216,7 @@ def sqlite_file(tmp_path: Path, sqlite_template: Path) -> Iterator[Database]:
     database.dispose()
 
 
+@pytest.mark.slow  # hundreds of committed transactions from 16 threads
 def test_concurrent_verify_and_sign_on_sqlite(sqlite_file: Database, tmp_path: Path) -> None:
     """Writers take the lock with BEGIN IMMEDIATE, so no thread sees 'database is locked'."""
     settings = make_settings(tmp_path, sqlite_file.url)

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import event
@@ -94,6 +95,7 @@ def _best_threshold_accuracy(first: list[float], second: list[float]) -> float:
     return best
 
 
+@pytest.mark.slow  # 300 timed requests
 def test_response_times_do_not_tell_whether_an_address_signed(
     app: FastAPI, client: TestClient, app_settings: Settings
 ) -> None:
