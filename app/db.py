@@ -212,7 +212,7 @@ class Database:
 
     @property
     def dialect(self) -> str:
-        """ "sqlite" or "postgresql"."""
+        """The dialect's name: `sqlite` or `postgresql`."""
         return self.engine.dialect.name
 
     @contextmanager

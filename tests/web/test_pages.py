@@ -22,7 +22,7 @@ from app.mail.models import OutboxEmail
 from app.main import create_app
 from app.signatures.models import PendingSignature, PendingState, Signature, SignatureStatus
 from tests.support.config import make_settings
-from tests.support.factories import make_letter
+from tests.support.factories import make_letter, tampered
 from tests.web.conftest import csrf_from
 from tests.web.flows import (
     GOOD_FORM,
@@ -332,7 +332,7 @@ def bad_tokens(app: FastAPI, app_settings: Settings, letter: Letter) -> Iterator
     signature = pending_signature(app, letter)
     good = tokens.issue(app_settings.secret, tokens.Purpose.SIGNATURE_VERIFY, signature.public_id)
     yield {
-        "tampered": good[:-3] + ("aaa" if not good.endswith("aaa") else "bbb"),
+        "tampered": tampered(good),
         "garbage": "not-a-token",
         "truncated": good[: len(good) // 2],
         "other purpose": tokens.issue(
