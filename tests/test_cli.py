@@ -3,11 +3,8 @@ configured only through UNDERSIGNED_* environment variables."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import stat
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +14,7 @@ from sqlalchemy import inspect, select
 from app.cli import base_url_for, is_loopback
 from app.db import Database, utcnow
 from app.letters.models import Letter, LetterStatus
+from tests.support.processes import clean_env, console_script
 
 pytestmark = pytest.mark.slow  # runs `undersigned` in subprocesses
 
@@ -27,15 +25,6 @@ MISMATCH = "different SECRET_KEY than the one this database was used with"
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
 
-def _console_script() -> str:
-    beside_python = Path(sys.executable).with_name("undersigned")
-    if beside_python.is_file():
-        return str(beside_python)
-    found = shutil.which("undersigned")
-    assert found, "the `undersigned` console script is not installed (pip install -e .)"
-    return found
-
-
 @pytest.fixture
 def database_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'cli.db'}"
@@ -44,7 +33,7 @@ def database_url(tmp_path: Path) -> str:
 @pytest.fixture
 def run(tmp_path: Path, database_url: str) -> Run:
     """Runs `undersigned ARGS` in tmp_path (so no .env or ./var of the checkout is read)."""
-    script = _console_script()
+    script = console_script()
 
     def run(
         *args: str,
@@ -53,13 +42,9 @@ def run(tmp_path: Path, database_url: str) -> Run:
         timeout: float = TIMEOUT,
         **settings: str,
     ) -> subprocess.CompletedProcess[str]:
-        env = {
-            key: value for key, value in os.environ.items() if not key.startswith("UNDERSIGNED_")
-        }
-        env["UNDERSIGNED_DATABASE_URL"] = database_url
-        env["UNDERSIGNED_DATA_DIR"] = str(tmp_path / "data")
         if secret:
-            env["UNDERSIGNED_SECRET_KEY"] = SECRET if secret is True else str(secret)
+            settings["SECRET_KEY"] = SECRET if secret is True else str(secret)
+        env = clean_env(database_url=database_url, data_dir=str(tmp_path / "data"))
         env.update({f"UNDERSIGNED_{name}": value for name, value in settings.items()})
         result = subprocess.run(  # noqa: S603
             [script, *args],

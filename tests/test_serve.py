@@ -5,12 +5,9 @@ mailbox behind a proxy, oversized headers, trailing-slash redirects)."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import socket
 import stat
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -21,19 +18,11 @@ from pathlib import Path
 import pytest
 
 from tests.support.ports import free_port
+from tests.support.processes import clean_env, console_script, wait_until_healthy
 
 pytestmark = pytest.mark.slow  # runs `undersigned` in subprocesses
 
 TIMEOUT = 120
-
-
-def _console_script() -> str:
-    beside_python = Path(sys.executable).with_name("undersigned")
-    if beside_python.is_file():
-        return str(beside_python)
-    found = shutil.which("undersigned")
-    assert found, "the `undersigned` console script is not installed (pip install -e .)"
-    return found
 
 
 @dataclass
@@ -52,9 +41,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """`db upgrade`, `demo`, then `serve --port N` with nothing but TRUSTED_PROXIES
     set: no BASE_URL, no SECRET_KEY, no DATA_DIR, as `make run PORT=N` does."""
     directory = tmp_path_factory.mktemp("serve")
-    env = {key: value for key, value in os.environ.items() if not key.startswith("UNDERSIGNED_")}
-    env["UNDERSIGNED_TRUSTED_PROXIES"] = "127.0.0.1"
-    script = _console_script()
+    env = clean_env(trusted_proxies="127.0.0.1")
+    script = console_script()
     for command in (["db", "upgrade"], ["demo"]):
         subprocess.run(  # noqa: S603
             [script, *command], cwd=directory, env=env, check=True, timeout=TIMEOUT,
@@ -69,24 +57,11 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         )  # fmt: skip
     site = Served(directory, port, output)
     try:
-        deadline = time.monotonic() + 30
-        while not _healthy(site.url):
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"`undersigned serve` did not start:\n{output.read_text()}")
-            time.sleep(0.1)
+        wait_until_healthy(site.url, server, output.read_text)
         yield site
     finally:
         server.terminate()
         server.wait(timeout=30)
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/healthz", timeout=2) as response:  # noqa: S310
-            status: int = response.status
-    except OSError:
-        return False
-    return status == 200
 
 
 def _raw(port: int, request: bytes) -> tuple[str, dict[str, str], bytes]:

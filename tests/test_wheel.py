@@ -10,11 +10,9 @@ up the checkout's `app/` by accident: it runs from an empty directory and assert
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import sysconfig
-import time
 import urllib.request
 import zipfile
 from collections.abc import Iterator
@@ -24,6 +22,7 @@ import pytest
 
 from tests.support.config import REPO_ROOT
 from tests.support.ports import free_port
+from tests.support.processes import clean_env, wait_until_healthy
 
 pytestmark = pytest.mark.slow
 
@@ -97,16 +96,11 @@ def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def app_env(tmp_path: Path) -> dict[str, str]:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith("UNDERSIGNED_") and key not in ("PYTHONPATH", "VIRTUAL_ENV")
-    }
-    env.update(
-        UNDERSIGNED_DATABASE_URL=f"sqlite:///{tmp_path / 'wheel.db'}",
-        UNDERSIGNED_DATA_DIR=str(tmp_path / "var"),
+    return clean_env(
+        drop=("PYTHONPATH", "VIRTUAL_ENV"),
+        database_url=f"sqlite:///{tmp_path / 'wheel.db'}",
+        data_dir=str(tmp_path / "var"),
     )
-    return env
 
 
 def test_the_installed_package_is_the_wheel_not_the_checkout(
@@ -141,18 +135,7 @@ def served(installed: Path, tmp_path: Path, app_env: dict[str, str]) -> Iterator
         text=True,
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base_url}/healthz", timeout=2) as response:  # noqa: S310
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                output = server.stdout.read() if server.stdout else ""
-                pytest.fail(f"the installed server did not start:\n{output}")
-            time.sleep(0.1)
+        wait_until_healthy(base_url, server, lambda: server.stdout.read() if server.stdout else "")
         yield base_url
     finally:
         server.terminate()

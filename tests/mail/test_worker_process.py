@@ -4,10 +4,8 @@ on SIGTERM, a restart after SIGKILL mid-send (D52), and what it prints (D50)."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +15,6 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from app import tokens
 from app.config import Settings
@@ -27,7 +24,8 @@ from tests.mail.outbox import queue_email, rows
 from tests.mail.test_worker import only_row, sign_committed
 from tests.support.config import TEST_SECRET
 from tests.support.ports import free_port
-from tests.support.smtp import SmtpServer
+from tests.support.processes import clean_env, console_script
+from tests.support.smtp import SmtpServer, serving
 
 PRIVATE_TOKEN = tokens.issue(TEST_SECRET, tokens.Purpose.SIGNATURE_VERIFY, "0f1e2d3c4b5a6978")
 
@@ -38,25 +36,7 @@ def test_the_worker_command_delivers_and_stops_cleanly(
     db: Database, smtp_settings: Settings, smtp_server: SmtpServer
 ) -> None:
     sign_committed(db, smtp_settings, "grace@example.org")
-    env = {key: value for key, value in os.environ.items() if not key.startswith("UNDERSIGNED_")}
-    env.update(
-        UNDERSIGNED_DATABASE_URL=smtp_settings.database_url,
-        UNDERSIGNED_DATA_DIR=str(smtp_settings.data_dir),
-        UNDERSIGNED_SECRET_KEY=smtp_settings.secret,
-        UNDERSIGNED_BASE_URL=smtp_settings.base_url,
-        UNDERSIGNED_MAIL_BACKEND="smtp",
-        UNDERSIGNED_SMTP_HOST=smtp_server.host,
-        UNDERSIGNED_SMTP_PORT=str(smtp_server.port),
-    )
-    script = Path(sys.executable).with_name("undersigned")
-    worker = subprocess.Popen(  # noqa: S603
-        [str(script), "worker"],
-        cwd=smtp_settings.data_dir,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    worker = start_worker(smtp_settings, worker_env(smtp_settings, smtp_server), subprocess.PIPE)
     try:
         deadline = time.monotonic() + 30
         while not smtp_server.received and time.monotonic() < deadline:
@@ -98,34 +78,30 @@ class StallingSmtpServer(SmtpServer):
 
 @contextmanager
 def stalling_smtp_server() -> Iterator[StallingSmtpServer]:
-    server = StallingSmtpServer(host="127.0.0.1", port=free_port())
-    controller = Controller(server, hostname=server.host, port=server.port)
-    controller.start()
-    try:
-        yield server
-    finally:
-        server.release()
-        controller.stop()
+    with serving(StallingSmtpServer(host="127.0.0.1", port=free_port())) as server:
+        try:
+            yield server
+        finally:
+            server.release()  # before the controller stops: no handler left waiting
 
 
 def worker_env(settings: Settings, smtp_server: SmtpServer) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("UNDERSIGNED_")}
-    env.update(
-        UNDERSIGNED_DATABASE_URL=settings.database_url,
-        UNDERSIGNED_DATA_DIR=str(settings.data_dir),
-        UNDERSIGNED_SECRET_KEY=settings.secret,
-        UNDERSIGNED_BASE_URL=settings.base_url,
-        UNDERSIGNED_MAIL_BACKEND="smtp",
-        UNDERSIGNED_SMTP_HOST=smtp_server.host,
-        UNDERSIGNED_SMTP_PORT=str(smtp_server.port),
+    return clean_env(
+        database_url=settings.database_url,
+        data_dir=str(settings.data_dir),
+        secret_key=settings.secret,
+        base_url=settings.base_url,
+        mail_backend="smtp",
+        smtp_host=smtp_server.host,
+        smtp_port=str(smtp_server.port),
     )
-    return env
 
 
-def start_worker(settings: Settings, env: dict[str, str], output: IO[str]) -> subprocess.Popen[str]:
-    script = Path(sys.executable).with_name("undersigned")
+def start_worker(
+    settings: Settings, env: dict[str, str], output: IO[str] | int
+) -> subprocess.Popen[str]:
     return subprocess.Popen(  # noqa: S603
-        [str(script), "worker"],
+        [console_script(), "worker"],
         cwd=settings.data_dir,
         env=env,
         stdout=output,

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from aiosmtpd.controller import Controller
 
@@ -90,12 +90,21 @@ class SmtpServer:
             return [item.message for item in self.received]
 
 
+Server = TypeVar("Server", bound=SmtpServer)
+
+
 @contextmanager
-def running_smtp_server() -> Iterator[SmtpServer]:
-    server = SmtpServer(host="127.0.0.1", port=free_port())
+def serving(server: Server) -> Iterator[Server]:
+    """Runs `server` (an SmtpServer, or a subclass that replies otherwise) on its port."""
     controller = Controller(server, hostname=server.host, port=server.port)
     controller.start()
     try:
         yield server
     finally:
         controller.stop()
+
+
+@contextmanager
+def running_smtp_server() -> Iterator[SmtpServer]:
+    with serving(SmtpServer(host="127.0.0.1", port=free_port())) as server:
+        yield server

@@ -23,7 +23,6 @@ import re
 import secrets
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -38,6 +37,7 @@ import pytest
 from tests.support.config import PG_URL, skip_or_fail
 from tests.support.databases import create_postgres_database, drop_postgres_database
 from tests.support.ports import free_port
+from tests.support.processes import clean_env, console_script, wait_until_healthy
 
 pytestmark = pytest.mark.slow  # runs `undersigned serve` in a subprocess
 
@@ -68,10 +68,6 @@ class Answer:
     seconds: float
 
 
-def _script() -> str:
-    return str(Path(sys.executable).with_name("undersigned"))
-
-
 @pytest.fixture(
     params=[
         pytest.param("postgresql", marks=pytest.mark.postgres),
@@ -95,7 +91,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 @pytest.fixture
 def server(database_url: str, tmp_path: Path) -> Iterator[Server]:
     port = free_port()
-    env = {key: value for key, value in os.environ.items() if not key.startswith("UNDERSIGNED_")}
+    env = clean_env()
     env.update(
         UNDERSIGNED_DATABASE_URL=database_url,
         UNDERSIGNED_DATABASE_POOL_SIZE=str(POOL_SIZE),
@@ -114,7 +110,7 @@ def server(database_url: str, tmp_path: Path) -> Iterator[Server]:
          "--body-file", str(body), "--publish"],
     ):  # fmt: skip
         done = subprocess.run(  # noqa: S603
-            [_script(), *command],
+            [console_script(), *command],
             cwd=tmp_path,
             env=env,
             capture_output=True,
@@ -129,7 +125,7 @@ def server(database_url: str, tmp_path: Path) -> Iterator[Server]:
         process = subprocess.Popen(  # noqa: S603
             # With the mail worker in each process: it delivers the links to the dev
             # mailbox, and it needs its reserved connection while the requests pour in.
-            [_script(), "serve", "--port", str(port), "--workers", workers],
+            [console_script(), "serve", "--port", str(port), "--workers", workers],
             cwd=tmp_path,
             env=env,
             stdout=output,
@@ -137,7 +133,7 @@ def server(database_url: str, tmp_path: Path) -> Iterator[Server]:
             start_new_session=True,  # its worker processes too, for the clean-up below
         )
     try:
-        _wait_until_healthy(port, process, log)
+        wait_until_healthy(f"http://127.0.0.1:{port}", process, log.read_text)
         yield Server(port=port, log=log, mailbox=tmp_path / "dev-mail")
     finally:
         process.send_signal(signal.SIGTERM)
@@ -146,19 +142,6 @@ def server(database_url: str, tmp_path: Path) -> Iterator[Server]:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
-
-
-def _wait_until_healthy(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        assert process.poll() is None, f"the server stopped:\n{log.read_text()}"
-        try:
-            if _request(port, "GET", "/healthz", None, timeout=5)[0] == 200:
-                return
-        except OSError:
-            pass
-        assert time.monotonic() < deadline, f"the server did not start:\n{log.read_text()}"
-        time.sleep(0.2)
 
 
 def _request(
