@@ -32,7 +32,25 @@ class PendingState(StrEnum):
     CONFIRMED = "confirmed"  # its link was used; identity fields are gone
 
 
-class PendingSignature(Base):
+class SignerFields:
+    """What a signer gives, the same in a submission and in a confirmed signature."""
+
+    letter_id: Mapped[int] = mapped_column(ForeignKey("letters.id", ondelete="CASCADE"))
+    display: Mapped[SignatureDisplay] = mapped_column(
+        str_enum(SignatureDisplay, "signature_display"), default=SignatureDisplay.PUBLIC
+    )
+    name: Mapped[str] = mapped_column(String(120), default="")
+    title: Mapped[str] = mapped_column(String(120), default="")
+    organization: Mapped[str] = mapped_column(String(200), default="")
+    city: Mapped[str] = mapped_column(String(120), default="")
+    contact_ok: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    email: Mapped[str | None] = mapped_column(String(254))
+    email_hash: Mapped[str] = mapped_column(String(64))
+    email_domain: Mapped[str] = mapped_column(String(253), default="")
+
+
+class PendingSignature(SignerFields, Base):
     """One submission of the sign form, waiting for its link to be used.
 
     Each submission is its own row with its own token id, so a later submission for the
@@ -54,23 +72,9 @@ class PendingSignature(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     public_id: Mapped[str] = mapped_column(String(32), unique=True)
-    letter_id: Mapped[int] = mapped_column(ForeignKey("letters.id", ondelete="CASCADE"))
     state: Mapped[PendingState] = mapped_column(
         str_enum(PendingState, "pending_state"), default=PendingState.WAITING
     )
-    display: Mapped[SignatureDisplay] = mapped_column(
-        str_enum(SignatureDisplay, "signature_display"), default=SignatureDisplay.PUBLIC
-    )
-    name: Mapped[str] = mapped_column(String(120), default="")
-    title: Mapped[str] = mapped_column(String(120), default="")
-    organization: Mapped[str] = mapped_column(String(200), default="")
-    city: Mapped[str] = mapped_column(String(120), default="")
-    contact_ok: Mapped[bool] = mapped_column(Boolean, default=False)
-
-    email: Mapped[str | None] = mapped_column(String(254))
-    email_hash: Mapped[str] = mapped_column(String(64))
-    email_domain: Mapped[str] = mapped_column(String(253), default="")
-
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     due_at: Mapped[datetime] = mapped_column(
         UTCDateTime, default=utcnow, doc="When the worker looks at it (later when held)."
@@ -83,7 +87,7 @@ class PendingSignature(Base):
     )
 
 
-class Signature(Base):
+class Signature(SignerFields, Base):
     """One confirmed signer of one letter: what the tally counts.
 
     Privacy rules: `email` is kept only if the signer ticked `contact_ok` and is shown
@@ -115,25 +119,11 @@ class Signature(Base):
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    letter_id: Mapped[int] = mapped_column(ForeignKey("letters.id", ondelete="CASCADE"))
     position: Mapped[int | None] = mapped_column(
         Integer, doc="Set in the transaction that confirms; NULL only inside it."
     )
     status: Mapped[SignatureStatus] = mapped_column(
         str_enum(SignatureStatus, "signature_status"), default=SignatureStatus.VERIFIED
     )
-    display: Mapped[SignatureDisplay] = mapped_column(
-        str_enum(SignatureDisplay, "signature_display"), default=SignatureDisplay.PUBLIC
-    )
-
-    name: Mapped[str] = mapped_column(String(120), default="")
-    title: Mapped[str] = mapped_column(String(120), default="")
-    organization: Mapped[str] = mapped_column(String(200), default="")
-    city: Mapped[str] = mapped_column(String(120), default="")
-
-    email: Mapped[str | None] = mapped_column(String(254))
-    email_hash: Mapped[str] = mapped_column(String(64))
-    email_domain: Mapped[str] = mapped_column(String(253), default="")
-    contact_ok: Mapped[bool] = mapped_column(Boolean, default=False)
 
     verified_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

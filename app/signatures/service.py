@@ -22,7 +22,20 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Integer, Select, case, column, delete, func, or_, select, text, update
+from sqlalchemy import (
+    Integer,
+    Select,
+    and_,
+    case,
+    column,
+    delete,
+    func,
+    or_,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -305,24 +318,59 @@ def read_verification(session: Session, *, token: str, settings: Settings) -> Ve
     return Verification(pending, letter, already)
 
 
-def verify_signature(session: Session, *, token: str, settings: Settings) -> Verification:
-    """Confirms exactly the submission this link was sent for, once. The tally and the
-    list position move in the same transaction."""
-    pending, letter = _find(session, _public_id_from(token, settings))
-    # Lock every submission of this address, in id order, before anything else: two
-    # versions confirmed at once then queue here instead of deadlocking further on.
-    session.scalars(
-        select(PendingSignature)
+def _lock_address(session: Session, public_id: str) -> tuple[PendingSignature, Letter]:
+    """The submission and its letter, with every submission of the same address locked
+    first, in id order: two versions confirmed at once queue here instead of
+    deadlocking further on. One query."""
+    address = select(PendingSignature.letter_id, PendingSignature.email_hash).where(
+        PendingSignature.public_id == public_id
+    )
+    rows = session.execute(
+        select(PendingSignature, Letter)
+        .join(Letter, Letter.id == PendingSignature.letter_id)
+        .where(tuple_(PendingSignature.letter_id, PendingSignature.email_hash).in_(address))
+        .order_by(PendingSignature.id)
+        .with_for_update(of=PendingSignature)
+        .execution_options(populate_existing=True)
+    ).all()
+    for pending, letter in rows:
+        if pending.public_id == public_id and pending.state != PendingState.SKIPPED:
+            return pending, letter
+    raise _gone()
+
+
+def _wipe_address(session: Session, pending: PendingSignature) -> None:
+    """`pending` is confirmed. None of its address's submissions can be confirmed any
+    more, so none keeps an identity; only one still waiting for its email keeps the
+    address, for its "already signed" note. One statement."""
+    waiting_other = and_(
+        PendingSignature.state == PendingState.WAITING, PendingSignature.id != pending.id
+    )
+    session.execute(
+        update(PendingSignature)
         .where(
             PendingSignature.letter_id == pending.letter_id,
             PendingSignature.email_hash == pending.email_hash,
         )
-        .order_by(PendingSignature.id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).all()
-    if pending.state == PendingState.SKIPPED:
-        raise _gone()
+        .values(
+            **_IDENTITY_GONE,
+            email_domain="",
+            contact_ok=False,
+            email=case((waiting_other, PendingSignature.email), else_=None),
+            state=case(
+                (PendingSignature.id == pending.id, PendingState.CONFIRMED.value),
+                else_=PendingSignature.state,
+            ),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    session.expire(pending)
+
+
+def verify_signature(session: Session, *, token: str, settings: Settings) -> Verification:
+    """Confirms exactly the submission this link was sent for, once. The tally and the
+    list position move in the same transaction."""
+    pending, letter = _lock_address(session, _public_id_from(token, settings))
     if pending.state == PendingState.CONFIRMED:
         return Verification(pending, letter, already=True)
     now = utcnow()
@@ -349,52 +397,30 @@ def verify_signature(session: Session, *, token: str, settings: Settings) -> Ver
         "verified_at": now,
         "position": None,
     }
+    letter_id, hashed = pending.letter_id, pending.email_hash
     insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    statement = insert(Signature).values(
-        letter_id=pending.letter_id, email_hash=pending.email_hash, **values
-    )
     # A withdrawn signature comes back with this submission's fields; a confirmed or
     # removed one is left alone (no row comes back).
     signature_id = session.scalar(
-        statement.on_conflict_do_update(
+        insert(Signature)
+        .values(letter_id=letter_id, email_hash=hashed, **values)
+        .on_conflict_do_update(
             index_elements=["letter_id", "email_hash"],
             set_=values,
             where=Signature.status == SignatureStatus.WITHDRAWN,
-        ).returning(Signature.id)
+        )
+        .returning(Signature.id)
     )
+    if signature_id is None and _signature_status(session, pending) == SignatureStatus.REMOVED:
+        raise _gone()
+    _wipe_address(session, pending)
     if signature_id is None:
-        if _signature_status(session, pending) == SignatureStatus.REMOVED:
-            raise _gone()
-        _forget(pending, state=PendingState.CONFIRMED)
-        session.flush()
         return Verification(pending, letter, already=True)
-
-    _forget(pending, state=PendingState.CONFIRMED)
-    session.flush()
-    # The address's other submissions can never be confirmed now: their identity goes;
-    # one still waiting for its email keeps the address for an "already signed" note.
-    session.execute(
-        update(PendingSignature)
-        .where(
-            PendingSignature.letter_id == pending.letter_id,
-            PendingSignature.email_hash == pending.email_hash,
-            PendingSignature.id != pending.id,
-        )
-        .values(
-            **_IDENTITY_GONE,
-            email_domain="",
-            contact_ok=False,
-            email=case(
-                (PendingSignature.state == PendingState.WAITING, PendingSignature.email),
-                else_=None,
-            ),
-        )
-    )
     # Last, so the one row every confirmation of this letter needs is locked only until
     # the commit that follows.
     position = session.scalar(
         update(LetterTally)
-        .where(LetterTally.letter_id == pending.letter_id)
+        .where(LetterTally.letter_id == letter_id)
         .values(
             verified_count=LetterTally.verified_count + 1,
             last_position=LetterTally.last_position + 1,
