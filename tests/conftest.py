@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session
 
-from app.config import Settings
+from app.config import MailBackend, Settings
 from app.db import Database
 from app.migrate import upgrade
 from app.models import import_all
@@ -113,6 +113,18 @@ def smtp_server() -> Iterator[SmtpServer]:
     """A real SMTP server (aiosmtpd) on a free loopback port."""
     with running_smtp_server() as server:
         yield server
+
+
+@pytest.fixture
+def smtp_settings(tmp_path: Path, clean_database: Database, smtp_server: SmtpServer) -> Settings:
+    return make_settings(
+        tmp_path,
+        clean_database.url,
+        mail_backend=MailBackend.SMTP,
+        smtp_host=smtp_server.host,
+        smtp_port=smtp_server.port,
+        smtp_timeout_seconds=5.0,
+    )
 
 
 @pytest.fixture

@@ -202,6 +202,22 @@ def list_public_letters(
     return [_found(row[0], row[1], now) for row in rows]
 
 
+def count_new_signature(session: Session, *, letter_id: int) -> int:
+    """One more on the counter, and the next list position (never reused), in the
+    caller's transaction. It locks the letter's counter row until the commit: call it
+    last."""
+    position: int = session.execute(
+        update(LetterTally)
+        .where(LetterTally.letter_id == letter_id)
+        .values(
+            verified_count=LetterTally.verified_count + 1,
+            last_position=LetterTally.last_position + 1,
+        )
+        .returning(LetterTally.last_position)
+    ).scalar_one()
+    return position
+
+
 def add_to_tally(session: Session, *, letter_id: int, delta: int) -> None:
     """Moves the counter in the caller's transaction: exact by construction."""
     session.execute(

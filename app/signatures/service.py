@@ -48,8 +48,8 @@ from app.errors import (
     LetterClosedBeforeVerification,
     LetterNotOpen,
 )
-from app.letters.models import Letter, LetterTally
-from app.letters.service import get_letter_for_signing
+from app.letters.models import Letter
+from app.letters.service import count_new_signature, get_letter_for_signing
 from app.mail.service import enqueue
 from app.signatures.addresses import email_domain, email_hash
 from app.signatures.models import (
@@ -418,15 +418,7 @@ def verify_signature(session: Session, *, token: str, settings: Settings) -> Ver
         return Verification(pending, letter, already=True)
     # Last, so the one row every confirmation of this letter needs is locked only until
     # the commit that follows.
-    position = session.scalar(
-        update(LetterTally)
-        .where(LetterTally.letter_id == letter_id)
-        .values(
-            verified_count=LetterTally.verified_count + 1,
-            last_position=LetterTally.last_position + 1,
-        )
-        .returning(LetterTally.last_position)
-    )
+    position = count_new_signature(session, letter_id=letter_id)
     session.execute(update(Signature).where(Signature.id == signature_id).values(position=position))
     return Verification(pending, letter, already=False)
 

@@ -18,6 +18,7 @@ from sqlalchemy import event, text
 from sqlalchemy.orm import Session
 
 from app.config import Settings
+from app.letters.models import Letter
 from app.signatures.models import SignatureDisplay
 from app.signatures.service import list_public_signatures
 from tests.support.factories import make_letter, sign_and_confirm
@@ -54,15 +55,21 @@ def _plan(session: Session, **query: Any) -> str:
     return "\n".join(str(row[-1]) for row in rows)
 
 
-def _seed(session: Session, settings: Settings, *, bulk: int) -> int:
-    """30 signers through the services; on PostgreSQL, which plans by cost, `bulk` more
-    straight into the table, so the letter looks like a busy one in production."""
+def _thirty_signers(session: Session, settings: Settings) -> Letter:
+    """A letter with 30 signers through the services; every fifth anonymous."""
     letter = make_letter(session)
     for n in range(30):
         sign_and_confirm(
             session, letter, settings, name=f"Signer {n}", organization=f"Org {n % 7}",
             display=SignatureDisplay.ANONYMOUS if n % 5 == 0 else SignatureDisplay.PUBLIC,
         )  # fmt: skip
+    return letter
+
+
+def _seed(session: Session, settings: Settings, *, bulk: int) -> int:
+    """30 signers through the services; on PostgreSQL, which plans by cost, `bulk` more
+    straight into the table, so the letter looks like a busy one in production."""
+    letter = _thirty_signers(session, settings)
     if session.get_bind().dialect.name == "postgresql":
         for letter_id, offset in ((letter.id, 30),):  # positions after the 30 above
             session.execute(
@@ -105,13 +112,7 @@ def test_search_uses_a_trigram_index(session: Session, settings: Settings) -> No
 
 
 def test_search_results_match_on_both_databases(session: Session, settings: Settings) -> None:
-    letter = make_letter(session)
-    for n in range(30):
-        sign_and_confirm(
-            session, letter, settings, name=f"Signer {n}", organization=f"Org {n % 7}",
-            display=SignatureDisplay.ANONYMOUS if n % 5 == 0 else SignatureDisplay.PUBLIC,
-        )  # fmt: skip
-    letter_id = letter.id
+    letter_id = _thirty_signers(session, settings).id
     items, _ = list_public_signatures(session, letter_id=letter_id, query="gner 1")
     expected = [f"Signer {n}" for n in reversed(range(30)) if str(n).startswith("1") and n % 5]
     assert [item.name for item in items] == expected

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from itsdangerous.timed import TimestampSigner
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app import tokens
@@ -24,7 +24,7 @@ from app.config import Settings
 from app.db import Database, utcnow
 from app.errors import InvalidInput, InvalidToken, LetterNotFound, LetterNotOpen
 from app.letters.models import Letter, LetterStatus, LetterTally
-from app.letters.service import get_public_letter
+from app.letters.service import add_to_tally, get_public_letter
 from app.mail.models import OutboxEmail
 from app.signatures.addresses import email_hash
 from app.signatures.models import (
@@ -101,6 +101,13 @@ def tally(session: Session, letter: Letter) -> int:
     )
     assert value is not None
     return value
+
+
+def withdraw(session: Session, signature: Signature) -> None:
+    """What withdrawing will do (a later issue): the status, and the tally, together."""
+    signature.status = SignatureStatus.WITHDRAWN
+    add_to_tally(session, letter_id=signature.letter_id, delta=-1)
+    session.flush()
 
 
 def fresh(session: Session, row: PendingSignature) -> PendingSignature:
@@ -312,13 +319,7 @@ def test_a_withdrawn_signature_comes_back_with_the_new_submission(
     letter = make_letter(session)
     signature = sign_and_confirm(session, letter, settings, email="back@example.org", name="Old")
     first_position = signature.position
-    signature.status = SignatureStatus.WITHDRAWN
-    session.execute(
-        update(LetterTally)
-        .where(LetterTally.letter_id == letter.id)
-        .values(verified_count=LetterTally.verified_count - 1)
-    )
-    session.flush()
+    withdraw(session, signature)
     assert tally(session, letter) == 0
 
     again = sign(session, letter, settings, email="back@example.org", name="New Name")
@@ -686,14 +687,7 @@ def test_tally_equals_verified_rows_after_a_random_sequence(
             verified = [s for s in signatures_of(session, letter)
                         if s.status == SignatureStatus.VERIFIED]  # fmt: skip
             if verified:
-                chosen = rng.choice(verified)
-                chosen.status = SignatureStatus.WITHDRAWN
-                session.execute(
-                    update(LetterTally)
-                    .where(LetterTally.letter_id == letter.id)
-                    .values(verified_count=LetterTally.verified_count - 1)
-                )
-                session.flush()
+                withdraw(session, rng.choice(verified))
         counted = session.scalar(
             select(func.count())
             .select_from(Signature)

@@ -6,12 +6,14 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tests.support.config import skip_or_fail
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser
+    from playwright.sync_api import Browser, Page
+
+WCAG_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22a", "wcag22aa"]
 
 
 CHROMIUM_ARGS = [
@@ -49,3 +51,19 @@ def chromium() -> Iterator[Browser]:
             yield browser
         finally:
             browser.close()
+
+
+def axe_violations(page: Page) -> list[dict[str, Any]]:
+    """axe-core's WCAG 2.x A and AA violations on the page as it is (injected through
+    the DevTools protocol, which the page's CSP does not govern: no `bypass_csp`)."""
+    try:
+        from axe_playwright_python.sync_playwright import Axe
+    except ImportError as exc:
+        skip_or_fail(f"{exc.name} is not installed")
+    results = Axe().run(
+        page,
+        options={"runOnly": {"type": "tag", "values": WCAG_TAGS}, "resultTypes": ["violations"]},
+    )
+    assert results.response["passes"], "axe ran no rule: was it injected?"
+    violations: list[dict[str, Any]] = results.response["violations"]
+    return violations
