@@ -30,6 +30,7 @@ from sqlalchemy import (
     make_url,
     text,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, ExceptionContext
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -173,6 +174,13 @@ def _tune_sqlite(engine: Engine) -> None:
             return  # each statement is its own implicit transaction
         immediate = options.get("undersigned_write", False)
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def upsert(session: Session, model: type[Any]) -> Any:
+    """`INSERT` with `ON CONFLICT` for the session's database (PostgreSQL or SQLite)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(model)
+    return sqlite.insert(model)
 
 
 class Database:

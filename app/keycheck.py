@@ -16,11 +16,10 @@ import hmac
 from datetime import datetime
 
 from sqlalchemy import String, inspect, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from app.config import Settings
-from app.db import Base, Database, UTCDateTime, utcnow
+from app.db import Base, Database, UTCDateTime, upsert, utcnow
 
 FINGERPRINT_CONTEXT = b"undersigned/fingerprint/v1"
 KEY_NAME = "secret_key"
@@ -63,9 +62,8 @@ def _recorded(session: Session) -> str | None:
 
 def _record(session: Session, value: str) -> str:
     """Inserts the fingerprint unless a racing process did first; returns what is stored."""
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     session.execute(
-        insert(SecretFingerprint)
+        upsert(session, SecretFingerprint)
         .values(name=KEY_NAME, fingerprint=value, created_at=utcnow())
         .on_conflict_do_nothing(index_elements=["name"])
     )

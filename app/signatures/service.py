@@ -36,12 +36,11 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app import tokens, urls
 from app.config import Settings
-from app.db import utcnow
+from app.db import upsert, utcnow
 from app.errors import (
     InvalidInput,
     InvalidToken,
@@ -398,11 +397,10 @@ def verify_signature(session: Session, *, token: str, settings: Settings) -> Ver
         "position": None,
     }
     letter_id, hashed = pending.letter_id, pending.email_hash
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     # A withdrawn signature comes back with this submission's fields; a confirmed or
     # removed one is left alone (no row comes back).
     signature_id = session.scalar(
-        insert(Signature)
+        upsert(session, Signature)
         .values(letter_id=letter_id, email_hash=hashed, **values)
         .on_conflict_do_update(
             index_elements=["letter_id", "email_hash"],
