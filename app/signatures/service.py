@@ -29,7 +29,6 @@ from sqlalchemy import (
     case,
     column,
     delete,
-    func,
     or_,
     select,
     text,
@@ -151,33 +150,40 @@ def notify_pending(
             select(Letter).where(Letter.id.in_({row.letter_id for row in rows}))
         )
     }
-    sent_in_window: dict[tuple[int, str], list[datetime]] = {}
+    # Addresses another worker is deciding for wait for the next pass; for the rest,
+    # what they already have (a signature, emails in the window) in two queries.
+    mine = _claim_addresses(session, list(dict.fromkeys(_address(row) for row in rows)))
+    statuses: dict[Address, SignatureStatus] = {}
+    sent_in_window: dict[Address, list[datetime]] = {address: [] for address in mine}
+    if mine:
+        for letter_id, hashed, found in session.execute(
+            select(Signature.letter_id, Signature.email_hash, Signature.status).where(
+                tuple_(Signature.letter_id, Signature.email_hash).in_(mine)
+            )
+        ):
+            statuses[(letter_id, hashed)] = found
+        for letter_id, hashed, at in session.execute(
+            select(
+                PendingSignature.letter_id,
+                PendingSignature.email_hash,
+                PendingSignature.notified_at,
+            )
+            .where(
+                tuple_(PendingSignature.letter_id, PendingSignature.email_hash).in_(mine),
+                PendingSignature.notified_at > now - EMAIL_WINDOW,
+            )
+            .order_by(PendingSignature.notified_at)
+        ):
+            if at is not None:
+                sent_in_window[(letter_id, hashed)].append(at)
     decided = 0
-    busy: set[tuple[int, str]] = set()
     for row in rows:
-        key = (row.letter_id, row.email_hash)
-        if key in busy or (key not in sent_in_window and not _claim_address(session, row)):
-            busy.add(key)  # another worker is deciding for this address: next pass
+        address = _address(row)
+        if address not in sent_in_window:
             continue
-        if key not in sent_in_window:
-            sent_in_window[key] = sorted(
-                at
-                for at in session.scalars(
-                    select(PendingSignature.notified_at).where(
-                        PendingSignature.letter_id == row.letter_id,
-                        PendingSignature.email_hash == row.email_hash,
-                        PendingSignature.notified_at > now - EMAIL_WINDOW,
-                    )
-                )
-                if at is not None
-            )
-        recent = sent_in_window[key]
+        recent = sent_in_window[address]
         letter = letters[row.letter_id]
-        status = session.scalar(
-            select(Signature.status).where(
-                Signature.letter_id == row.letter_id, Signature.email_hash == row.email_hash
-            )
-        )
+        status = statuses.get(address)
         if status == SignatureStatus.REMOVED or not letter.is_open(now):
             _forget(row, state=PendingState.SKIPPED)
         elif len(recent) >= EMAILS_PER_WINDOW:
@@ -198,22 +204,35 @@ def notify_pending(
     return decided
 
 
+Address = tuple[int, str]
+"""(letter_id, email_hash): one person on one letter."""
+
+
+def _address(row: PendingSignature) -> Address:
+    return (row.letter_id, row.email_hash)
+
+
 ADDRESS_LOCKS = 0x7369676E  # "sign": the advisory-lock namespace for addresses
 
 
-def _claim_address(session: Session, row: PendingSignature) -> bool:
-    """One worker at a time decides for an address, so that two workers cannot both
-    count the same window and send past the cap. PostgreSQL: a transaction-scoped
-    advisory lock, tried without waiting (waiting could deadlock two workers that hold
-    each other's addresses). SQLite: writers are serialised already."""
-    if session.get_bind().dialect.name != "postgresql":
-        return True
-    key = int(row.email_hash[:8], 16) - 2**31  # any 32 bits of it; a collision only waits
-    return bool(
-        session.scalar(
-            select(func.pg_try_advisory_xact_lock(ADDRESS_LOCKS, key)),
-        )
-    )
+def _claim_addresses(session: Session, addresses: list[Address]) -> list[Address]:
+    """The addresses this worker may decide for: one worker at a time per address, so
+    that two workers cannot both count the same window and send past the cap.
+    PostgreSQL: transaction-scoped advisory locks, tried without waiting (waiting could
+    deadlock two workers that hold each other's addresses), in one query. SQLite:
+    writers are serialised already."""
+    if session.get_bind().dialect.name != "postgresql" or not addresses:
+        return addresses
+    # Any 32 bits of the hash make the key; a collision only makes an address wait.
+    keys = [int(hashed[:8], 16) - 2**31 for _, hashed in addresses]
+    taken = session.execute(
+        text(
+            "SELECT pg_try_advisory_xact_lock(:space, key) FROM unnest(CAST(:keys AS int[])) "
+            "WITH ORDINALITY AS k(key, n) ORDER BY n"
+        ),
+        {"space": ADDRESS_LOCKS, "keys": keys},
+    ).scalars()
+    return [address for address, ok in zip(addresses, taken, strict=True) if ok]
 
 
 def _newer_waiting(session: Session, row: PendingSignature) -> bool:
