@@ -87,6 +87,16 @@ class PendingSignature(SignerFields, Base):
     )
 
 
+def _trigram_index(column: str) -> Index:
+    """A pg_trgm GIN index (PostgreSQL only), which serves `ILIKE '%…%'`."""
+    return Index(
+        f"ix_signatures_{column}_trgm",
+        column,
+        postgresql_using="gin",
+        postgresql_ops={column: "gin_trgm_ops"},
+    ).ddl_if(dialect="postgresql")
+
+
 class Signature(SignerFields, Base):
     """One confirmed signer of one letter: what the tally counts.
 
@@ -104,18 +114,8 @@ class Signature(SignerFields, Base):
         Index("uq_signatures_letter_id_position", "letter_id", "position", unique=True),
         # Search (ILIKE '%q%') on PostgreSQL; SQLite has an FTS5 trigram table instead,
         # made by migration 0004 and kept in step by triggers.
-        Index(
-            "ix_signatures_name_trgm",
-            "name",
-            postgresql_using="gin",
-            postgresql_ops={"name": "gin_trgm_ops"},
-        ).ddl_if(dialect="postgresql"),
-        Index(
-            "ix_signatures_organization_trgm",
-            "organization",
-            postgresql_using="gin",
-            postgresql_ops={"organization": "gin_trgm_ops"},
-        ).ddl_if(dialect="postgresql"),
+        _trigram_index("name"),
+        _trigram_index("organization"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
