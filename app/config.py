@@ -96,6 +96,18 @@ class Settings(BaseSettings):
         default=False, description="Run the outbox worker inside the web process."
     )
     max_request_bytes: int = 64 * 1024
+    max_dashboard_request_bytes: int = Field(
+        default=1024 * 1024,
+        description="Under /dashboard (signed-in organizers only): a letter's text is long.",
+    )
+    open_registration: bool = Field(
+        default=False,
+        description="Anyone may make an organizer account by asking for a sign-in link. "
+        "Off: accounts are made by an admin (`undersigned admin create`, the dashboard).",
+    )
+    organizer_session_days: int = Field(
+        default=14, ge=1, le=90, description="How long a dashboard sign-in lasts."
+    )
     log_level: str = "info"
     access_log: bool = Field(
         default=False, description="uvicorn's access log: client IPs and token URLs. Off."

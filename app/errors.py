@@ -65,6 +65,22 @@ class InvalidToken(DomainError):
         return {"expired": self.expired, "reason": self.reason}
 
 
+class NotSignedIn(DomainError):
+    """A dashboard page without a valid session: pages send the browser to /login."""
+
+    status_code = 401
+    code = "not_signed_in"
+    default_detail = "Sign in to see this page."
+
+
+class Forbidden(DomainError):
+    """Signed in, but this organizer's role does not allow it."""
+
+    status_code = 403
+    code = "forbidden"
+    default_detail = "Your role on this letter does not allow this."
+
+
 class CSRFError(DomainError):
     status_code = 403
     code = "csrf_failed"

@@ -20,8 +20,11 @@ from app.db import Database, utcnow
 from app.mail.backends import Backend, dev_mailbox
 from app.mail.service import SENT_RETENTION, purge_outbox
 from app.mail.worker import deliver_due
+from app.organizers.logins import purge_login_links, send_login_links
+from app.organizers.service import purge_expired_sessions
 from app.redaction import REDACT
 from app.signatures.service import notify_pending, purge_expired_pending
+from app.updates.service import fan_out_updates
 
 log = logging.getLogger("undersigned.jobs")
 log.addFilter(REDACT)  # a failing pass may quote an address or a token
@@ -35,6 +38,8 @@ def purge(session: Session, *, settings: Settings) -> dict[str, int]:
     return {
         "expired_pending_signatures": purge_expired_pending(session, now=utcnow()),
         "finished_emails": purge_outbox(session),
+        "expired_login_links": purge_login_links(session, now=utcnow()),
+        "expired_organizer_sessions": purge_expired_sessions(session, now=utcnow()),
         "dev_mailbox_files": dev_mailbox(settings).purge(older_than=SENT_RETENTION),
     }
 
@@ -50,9 +55,14 @@ def forget_in_files(database: Database) -> None:
 
 def work_once(database: Database, backend: Backend, *, settings: Settings) -> int:
     """One pass: decide what new submissions get (their emails join the outbox in the
-    same transaction), then deliver what is due. Returns how many things were done."""
+    same transaction), send asked-for sign-in links, queue the next batch of any
+    update's emails, then deliver what is due. Returns how many things were done."""
     with database.write() as session:
         decided = notify_pending(session, settings=settings)
+    with database.write() as session:
+        decided += send_login_links(session, settings=settings)
+    with database.write() as session:
+        decided += fan_out_updates(session, settings=settings)
     return decided + deliver_due(database, backend, settings=settings)
 
 

@@ -20,10 +20,16 @@ from app.db import Database
 from app.jobs import run_worker
 from app.keycheck import check_secret_key
 from app.letters import api as letters_api
+from app.letters import dashboard as letters_dashboard
 from app.letters import pages as letters_pages
+from app.letters import team as letters_team
 from app.mail.backends import make_backend
+from app.organizers import pages as organizers_pages
 from app.signatures import api as signatures_api
+from app.signatures import dashboard as signatures_dashboard
+from app.signatures import delivery as signatures_delivery
 from app.signatures import pages as signatures_pages
+from app.updates import pages as updates_pages
 from app.web import dev, errors
 from app.web.security import (
     BodyLimitMiddleware,
@@ -81,7 +87,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # Our own body limit, not FastAPI's max_body_size: that one answers a bare
     # text/plain 413 outside every handler and middleware (no page, no headers).
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_request_bytes,
+        larger=("/dashboard/", settings.max_dashboard_request_bytes),
+    )
     app.add_middleware(HeaderLimitMiddleware)  # inside SecurityMiddleware: its 431 gets the headers
     app.add_middleware(SecurityMiddleware, secure=settings.secure_cookies)
     errors.install(app)
@@ -91,6 +101,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         signatures_pages.router,
         letters_api.router,
         signatures_api.router,
+        organizers_pages.router,
+        letters_dashboard.router,
+        letters_team.router,
+        signatures_dashboard.router,
+        signatures_delivery.router,
+        updates_pages.router,
     ):
         app.include_router(router)
     if settings.mail_backend == MailBackend.DEV:

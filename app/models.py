@@ -7,4 +7,6 @@ def import_all() -> None:
     import app.keycheck
     import app.letters.models
     import app.mail.models
-    import app.signatures.models  # noqa: F401
+    import app.organizers.models
+    import app.signatures.models
+    import app.updates.models  # noqa: F401

@@ -19,6 +19,7 @@ class Purpose(StrEnum):
     SIGNATURE_VERIFY = "signature-verify"
     SIGNATURE_MANAGE = "signature-manage"
     ORGANIZER_LOGIN = "organizer-login"
+    ORGANIZER_SESSION = "organizer-session"
     UNSUBSCRIBE = "unsubscribe"
     LIST_CURSOR = "list-cursor"
     CSRF = "csrf"

@@ -142,6 +142,8 @@ def test_purge_twice_deletes_nothing_more(
     assert purge(session, settings=settings) == {
         "expired_pending_signatures": 0,
         "finished_emails": 0,
+        "expired_login_links": 0,
+        "expired_organizer_sessions": 0,
         "dev_mailbox_files": 0,
     }
 

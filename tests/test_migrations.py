@@ -29,6 +29,13 @@ EXPECTED_TABLES = {
     "letter_tallies",
     "signatures",
     "pending_signatures",
+    "letter_versions",
+    "letter_roles",
+    "letter_updates",
+    "organizers",
+    "organizer_sessions",
+    "login_links",
+    "audit_events",
     "outbox_emails",
     "secret_fingerprints",
 }

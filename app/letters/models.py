@@ -1,9 +1,21 @@
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 
-from sqlalchemy import CheckConstraint, ColumnElement, ForeignKey, Integer, String, Text, and_, or_
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    ColumnElement,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    and_,
+    or_,
+)
 from sqlalchemy.ext.hybrid import hybrid_method
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -14,6 +26,19 @@ class LetterStatus(StrEnum):
     DRAFT = "draft"
     OPEN = "open"
     CLOSED = "closed"
+
+
+class FieldRule(StrEnum):
+    """Whether the sign form asks for an optional signer field."""
+
+    OFF = "off"
+    OPTIONAL = "optional"
+    REQUIRED = "required"
+
+
+SIGNER_FIELDS = ("title", "organization", "city", "comment")
+"""The signer fields an organizer can turn off, make optional or require (name and
+email are always required)."""
 
 
 class Letter(Base):
@@ -33,8 +58,50 @@ class Letter(Base):
     )
     closes_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    archived_at: Mapped[datetime | None] = mapped_column(
+        UTCDateTime,
+        doc="Archiving closes a letter and takes it off the home page and the dashboard's "
+        "main list; its page and its count stay. Reopening un-archives it.",
+    )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    # Who is behind the letter, as the organizers choose to say it on the public page.
+    from_name: Mapped[str] = mapped_column(String(200), default="")
+    from_url: Mapped[str] = mapped_column(String(500), default="")
+
+    # What the sign form asks for, and what the public sees.
+    field_title: Mapped[FieldRule] = mapped_column(
+        str_enum(FieldRule, "field_title_rule"), default=FieldRule.OPTIONAL
+    )
+    field_organization: Mapped[FieldRule] = mapped_column(
+        str_enum(FieldRule, "field_organization_rule"), default=FieldRule.OPTIONAL
+    )
+    field_city: Mapped[FieldRule] = mapped_column(
+        str_enum(FieldRule, "field_city_rule"), default=FieldRule.OPTIONAL
+    )
+    field_comment: Mapped[FieldRule] = mapped_column(
+        str_enum(FieldRule, "field_comment_rule"), default=FieldRule.OFF
+    )
+    allow_anonymous: Mapped[bool] = mapped_column(Boolean, default=True)
+    show_signers: Mapped[bool] = mapped_column(Boolean, default=True)
+
+    # The text's versions (`LetterVersion`): the number of the current one, and when
+    # the text was last changed after people had signed it.
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    edited_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    # Milestones and the addressee's response, shown on the public page.
+    goal_reached_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    delivered_on: Mapped[date | None] = mapped_column(Date)
+    response_on: Mapped[date | None] = mapped_column(Date)
+    response_text: Mapped[str] = mapped_column(Text, default="")
+    response_url: Mapped[str] = mapped_column(String(500), default="")
+
+    def field_rule(self, field: str) -> FieldRule:
+        """The rule for one of `SIGNER_FIELDS`."""
+        rule: FieldRule = getattr(self, f"field_{field}")
+        return rule
 
     tally: Mapped[LetterTally] = relationship(lazy="raise", back_populates="letter")
 
@@ -78,3 +145,22 @@ class LetterTally(Base):
     )
 
     letter: Mapped[Letter] = relationship(lazy="raise", back_populates="tally")
+
+
+class LetterVersion(Base):
+    """One version of a letter's text. Version 1 is made with the letter; editing the
+    title or body of a letter that people have already signed makes the next one (an
+    edit before anyone signed changes the current version in place). Each signature
+    records the number of the version its signer saw."""
+
+    __tablename__ = "letter_versions"
+    __table_args__ = (
+        Index("uq_letter_versions_letter_id_number", "letter_id", "number", unique=True),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    letter_id: Mapped[int] = mapped_column(ForeignKey("letters.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    title: Mapped[str] = mapped_column(String(200))
+    body_markdown: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -18,6 +18,8 @@ from app.db import utcnow
 from app.errors import InvalidInput, LetterNotFound
 from app.letters.models import Letter, LetterStatus, LetterTally
 from app.letters.schemas import SLUG_MAX_LENGTH, SLUG_PATTERN, LetterCreate
+from app.organizers.models import Organizer, Role
+from app.organizers.service import require_role
 
 # Raw HTML is parsed (not shown as literal tags) so that nh3 can drop what is not allowed.
 _markdown = MarkdownIt("commonmark", {"html": True, "linkify": False}).enable("table")
@@ -186,36 +188,68 @@ def get_letter_for_signing(session: Session, *, slug: str) -> Letter:
     return letter
 
 
+def get_letter_for_organizer(
+    session: Session, *, slug: str, organizer: Organizer, needed: Role
+) -> tuple[Letter, Role]:
+    """A letter (draft or not) for the dashboard, with the organizer's role on it:
+    LetterNotFound without a role, Forbidden when the role is below `needed`."""
+    if not is_slug(slug):
+        raise LetterNotFound()
+    letter = session.scalar(select(Letter).where(Letter.slug == slug))
+    if letter is None:
+        raise LetterNotFound()
+    role = require_role(session, organizer=organizer, letter_id=letter.id, needed=needed)
+    return letter, role
+
+
 def list_public_letters(
     session: Session, *, now: datetime | None = None
 ) -> Sequence[LetterWithTally]:
-    """Open letters first, then closed ones (also those whose closing time has passed);
-    in each group the biggest tally first, then the newest."""
+    """Open letters first, then closed ones (also those whose closing time has passed;
+    archived ones are left out); in each group the biggest tally first, then the newest."""
     now = now or utcnow()
     open_first = case((Letter.is_open(now), 0), else_=1)
     rows = session.execute(
         _with_tally()
-        .where(Letter.status != LetterStatus.DRAFT)
+        .where(Letter.status != LetterStatus.DRAFT, Letter.archived_at.is_(None))
         .order_by(open_first, LetterTally.verified_count.desc(), Letter.id.desc())
         .limit(200)
     ).all()
     return [_found(row[0], row[1], now) for row in rows]
 
 
-def count_new_signature(session: Session, *, letter_id: int) -> int:
+def count_new_signature(session: Session, *, letter_id: int, goal: int | None = None) -> int:
     """One more on the counter, and the next list position (never reused), in the
     caller's transaction. It locks the letter's counter row until the commit: call it
-    last."""
-    position: int = session.execute(
+    last. `goal`: the letter's goal if it has not been reached yet (then the count is
+    compared with it, and the day it is reached is kept)."""
+    position, count = session.execute(
         update(LetterTally)
         .where(LetterTally.letter_id == letter_id)
         .values(
             verified_count=LetterTally.verified_count + 1,
             last_position=LetterTally.last_position + 1,
         )
-        .returning(LetterTally.last_position)
-    ).scalar_one()
-    return position
+        .returning(LetterTally.last_position, LetterTally.verified_count)
+    ).one()
+    if goal is not None and count >= goal:
+        _note_goal_reached(session, letter_id=letter_id, count=count)
+    return int(position)
+
+
+def _note_goal_reached(session: Session, *, letter_id: int, count: int) -> None:
+    """The first time the count reaches the goal, the date is kept as a milestone."""
+    session.execute(
+        update(Letter)
+        .where(
+            Letter.id == letter_id,
+            Letter.goal.is_not(None),
+            Letter.goal <= count,
+            Letter.goal_reached_at.is_(None),
+        )
+        .values(goal_reached_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
 
 
 def add_to_tally(session: Session, *, letter_id: int, delta: int) -> None:

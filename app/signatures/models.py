@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, UTCDateTime, str_enum, utcnow
@@ -15,7 +15,15 @@ class SignatureStatus(StrEnum):
 
     VERIFIED = "verified"
     WITHDRAWN = "withdrawn"
-    REMOVED = "removed"
+    REMOVED = "removed"  # by a moderator: not counted, not listed; can be restored
+
+
+class RemovalReason(StrEnum):
+    """Why a moderator removed a signature (public codes, for the signature log)."""
+
+    DUPLICATE = "duplicate"
+    BOT = "bot"
+    INVALID = "invalid"
 
 
 class SignatureDisplay(StrEnum):
@@ -43,7 +51,14 @@ class SignerFields:
     title: Mapped[str] = mapped_column(String(120), default="")
     organization: Mapped[str] = mapped_column(String(200), default="")
     city: Mapped[str] = mapped_column(String(120), default="")
-    contact_ok: Mapped[bool] = mapped_column(Boolean, default=False)
+    contact_ok: Mapped[bool] = mapped_column(
+        Boolean, default=False, doc="Agreed to be contacted: updates from the organizers."
+    )
+    comment: Mapped[str] = mapped_column(Text, default="", doc="Why I signed (optional).")
+    comment_public_ok: Mapped[bool] = mapped_column(
+        Boolean, default=False, doc="Agreed that the comment may be shown, once approved."
+    )
+    version: Mapped[int] = mapped_column(Integer, default=1, doc="The letter's version signed.")
 
     email: Mapped[str | None] = mapped_column(String(254))
     email_hash: Mapped[str] = mapped_column(String(64))
@@ -116,6 +131,9 @@ class Signature(SignerFields, Base):
         # made by migration 0004 and kept in step by triggers.
         _trigram_index("name"),
         _trigram_index("organization"),
+        # Moderation: a filter or a bulk invalidation by email domain.
+        Index("ix_signatures_letter_id_email_domain", "letter_id", "email_domain"),
+        Index("uq_signatures_public_id", "public_id", unique=True),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -127,3 +145,15 @@ class Signature(SignerFields, Base):
     )
 
     verified_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    public_id: Mapped[str | None] = mapped_column(
+        String(32),
+        doc="Random, set when confirmed: the payload of the signer's private links "
+        "(unsubscribe, manage). Never a row id.",
+    )
+
+    # Moderation (the tally counts `verified` only; `hidden` ones count but are not listed).
+    hidden: Mapped[bool] = mapped_column(Boolean, default=False)
+    removed_reason: Mapped[RemovalReason | None] = mapped_column(
+        str_enum(RemovalReason, "removal_reason")
+    )
+    comment_approved: Mapped[bool] = mapped_column(Boolean, default=False)

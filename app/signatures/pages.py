@@ -15,8 +15,10 @@ from app import urls
 from app.db import utcnow
 from app.errors import InvalidInput
 from app.letters import service as letters
+from app.letters.versions import edit_notice
 from app.signatures import service as signatures
 from app.signatures.addresses import masked
+from app.signatures.moderation import public_comments
 from app.signatures.schemas import SEARCH_PATTERN, SignatureIn
 from app.web.deps import AppSettings, ReadSession, WriteSession
 from app.web.rendering import render
@@ -70,7 +72,12 @@ def _letter_page(
     status_code: int = 200,
 ) -> Response:
     found = letters.get_public_letter(session, slug=slug)
-    recent = signatures.recent_public_signers(session, letter_id=found.letter.id)
+    letter = found.letter
+    recent = (
+        signatures.recent_public_signers(session, letter_id=letter.id)
+        if letter.show_signers
+        else []
+    )
     path = f"/letters/{found.letter.slug}"
     signed = request.cookies.get(THANKS_COOKIE) == quote(found.letter.slug)
     response = render(
@@ -85,6 +92,8 @@ def _letter_page(
             "errors": errors or {},
             "signed": signed,
             "share_url": urls.letter_url(request.app.state.settings.base_url, found.letter.slug),
+            "edit_notice": edit_notice(session, letter=letter),
+            "comments": public_comments(session, letter_id=letter.id),
         },
         status_code=status_code,
     )

@@ -435,7 +435,8 @@ def verify_signature(session: Session, *, token: str, settings: Settings) -> Ver
         return Verification(pending, letter, already=True)
     # Last, so the one row every confirmation of this letter needs is locked only until
     # the commit that follows.
-    position = count_new_signature(session, letter_id=letter_id)
+    goal = letter.goal if letter.goal_reached_at is None else None
+    position = count_new_signature(session, letter_id=letter_id, goal=goal)
     session.execute(update(Signature).where(Signature.id == signature_id).values(position=position))
     return Verification(pending, letter, already=False)
 

@@ -8,12 +8,12 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from app.errors import DomainError, InvalidToken
+from app.errors import DomainError, InvalidToken, NotSignedIn
 from app.redaction import REDACT, redact
 from app.web.rendering import render
 from app.web.security import security_headers
@@ -157,6 +157,8 @@ def _invalid_input(request: Request, fields: dict[str, str]) -> Response:
 def install(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def domain_error(request: Request, exc: DomainError) -> Response:
+        if isinstance(exc, NotSignedIn) and not _is_api(request):
+            return RedirectResponse("/login", status_code=303)
         template = "signatures/invalid_link.html" if isinstance(exc, InvalidToken) else "error.html"
         return _respond(
             request, exc.status_code, exc.code, exc.detail, extra=exc.extra(), template=template

@@ -95,16 +95,23 @@ class BodyLimitMiddleware:
     headers) instead of Starlette's bare text. A declared Content-Length over the
     limit fails on the first read, before any byte is buffered."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_bytes: int, larger: tuple[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.larger = larger
+        """(path prefix, limit): a larger limit under one prefix (the dashboard)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.max_bytes
+        if self.larger is not None and scope["path"].startswith(self.larger[0]):
+            limit = self.larger[1]
         declared = Headers(scope=scope).get("content-length", "")
-        too_large = declared.isascii() and declared.isdigit() and int(declared) > self.max_bytes
+        too_large = declared.isascii() and declared.isdigit() and int(declared) > limit
         received = 0
 
         async def receive_with_limit() -> Message:
@@ -114,7 +121,7 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > limit:
                     raise HTTPException(413)
             return message
 

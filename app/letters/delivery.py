@@ -1,0 +1,1 @@
+"""Delivering a letter: the response and milestones. (Stub.)"""

@@ -1,0 +1,1 @@
+"""Exporting signatures as CSV. (Stub.)"""
