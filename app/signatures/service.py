@@ -460,8 +460,11 @@ def decode_cursor(settings: Settings, cursor: str) -> int:
 
 
 def _public_rows(letter_id: int) -> Select[Signature]:
+    """Counted signatures a moderator has not hidden from the list."""
     return select(Signature).where(
-        Signature.letter_id == letter_id, Signature.status == SignatureStatus.VERIFIED
+        Signature.letter_id == letter_id,
+        Signature.status == SignatureStatus.VERIFIED,
+        Signature.hidden.is_(False),
     )
 
 
