@@ -25,7 +25,8 @@ from sqlalchemy.orm import Session
 from app import tokens
 from app.config import Settings
 from app.db import upsert, utcnow
-from app.errors import Forbidden, InvalidInput, LetterNotFound, NotSignedIn
+from app.errors import Forbidden, InvalidInput, LetterNotFound, NotFound, NotSignedIn
+from app.mail.service import enqueue
 from app.organizers.models import AuditEvent, LetterRole, Organizer, OrganizerSession, Role
 
 COMMAND_LINE = "command line"
@@ -73,6 +74,69 @@ def create_organizer(session: Session, *, email: str, is_admin: bool = False) ->
     elif is_admin and not organizer.is_admin:
         organizer.is_admin = True
         session.flush()
+    return organizer
+
+
+def require_admin(organizer: Organizer) -> None:
+    """Admins run the site: they list organizers, invite them, make admins."""
+    if not organizer.is_admin:
+        raise Forbidden("Only admins can manage organizers.")
+
+
+def list_organizers(session: Session) -> Sequence[Organizer]:
+    """Every organizer, oldest account first."""
+    return session.scalars(select(Organizer).order_by(Organizer.created_at, Organizer.id)).all()
+
+
+def invite_organizer(
+    session: Session, *, email: str, actor: Actor, settings: Settings
+) -> Organizer:
+    """An admin gives someone an organizer account and tells them by email. The email
+    carries no token: they ask for a sign-in link on /login like everyone else. An
+    address that already has an account is refused (InvalidInput on `email`)."""
+    if find_organizer(session, email=email) is not None:
+        raise InvalidInput(
+            "This address already has an organizer account.",
+            fields={"email": "This address already has an organizer account."},
+        )
+    organizer = create_organizer(session, email=email)
+    enqueue(
+        session,
+        settings=settings,
+        kind="organizer_invite",
+        to=organizer.email,
+        context={"base_url": settings.base_url, "login_url": f"{settings.base_url}/login"},
+    )
+    record(
+        session,
+        actor=actor,
+        letter_id=None,
+        action="organizer.invite",
+        organizer_id=organizer.id,
+        email=organizer.email,
+    )
+    return organizer
+
+
+def set_admin(session: Session, *, organizer_id: int, is_admin: bool, actor: Actor) -> Organizer:
+    """Makes an organizer an admin, or an admin an organizer again. Nobody removes their
+    own admin flag (so the site always keeps the admin who is acting)."""
+    organizer = session.get(Organizer, organizer_id)
+    if organizer is None:
+        raise NotFound("There is no such organizer.")
+    if not is_admin and actor.organizer_id == organizer.id:
+        raise InvalidInput("You cannot remove your own admin role: ask another admin.")
+    if organizer.is_admin != is_admin:
+        organizer.is_admin = is_admin
+        session.flush()
+        record(
+            session,
+            actor=actor,
+            letter_id=None,
+            action="organizer.admin" if is_admin else "organizer.unadmin",
+            organizer_id=organizer.id,
+            email=organizer.email,
+        )
     return organizer
 
 

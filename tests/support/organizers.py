@@ -1,7 +1,7 @@
 """Organizers in tests: accounts with roles, and a TestClient signed in as one.
 
-    owner = sign_in_as(client, app, "owner@example.org", letter_slug="letter-1", role=Role.OWNER)
-    response = post_form(client, "/dashboard/letters/letter-1/close", {})
+owner = sign_in_as(client, app, "owner@example.org", letter_slug="letter-1", role=Role.OWNER)
+response = post_form(client, "/dashboard/letters/letter-1/close", {})
 """
 
 from __future__ import annotations
@@ -69,8 +69,12 @@ def post_form(
     """A form POST with a valid CSRF pair (cookie and field), redirects not followed."""
     settings = client.app.state.settings  # type: ignore[attr-defined]
     name = csrf_cookie_name(settings.secure_cookies)
-    token = client.cookies.get(name) or secrets.token_urlsafe(32)
-    client.cookies.set(name, token)
+    # Reuse the cookie the server set (after any GET of a page with a form); setting a
+    # second one beside it would leave two `csrf` cookies in the jar.
+    token = next((cookie.value for cookie in client.cookies.jar if cookie.name == name), None)
+    if token is None:
+        token = secrets.token_urlsafe(32)
+        client.cookies.set(name, token)
     return client.post(
         path, data={**(data or {}), "csrf_token": token}, follow_redirects=False, **kwargs
     )
