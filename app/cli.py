@@ -9,7 +9,6 @@ import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -20,19 +19,20 @@ from sqlalchemy.orm import Session
 
 from app import urls
 from app.config import MailBackend, Settings
-from app.db import Database
+from app.db import Database, utcnow
 from app.errors import DomainError
 from app.keycheck import KeyCheckFailed, check_secret_key
+from app.letters.models import FieldRule
 
 cli = typer.Typer(help="Undersigned: open letters, signed and confirmed by email.",
                   no_args_is_help=True, add_completion=False)  # fmt: skip
 db_cli = typer.Typer(help="Database commands.", no_args_is_help=True)
-letter_cli = typer.Typer(help="Letter commands.", no_args_is_help=True)
+letter_cli = typer.Typer(help="Letters: create, list, edit, publish, close, reopen, "
+                         "archive, export.", no_args_is_help=True)  # fmt: skip
+admin_cli = typer.Typer(help="Organizer accounts.", no_args_is_help=True)
 cli.add_typer(db_cli, name="db")
 cli.add_typer(letter_cli, name="letter")
-
-
-SLUG_RULE = "use lower-case letters, digits and single dashes, like ice-out"
+cli.add_typer(admin_cli, name="admin")
 
 
 def _settings() -> Settings:
@@ -207,50 +207,416 @@ def demo() -> None:
     typer.echo(f"Demo letters created: {', '.join(created)}" if created else "Demo letters exist.")
 
 
+# --- letters -------------------------------------------------------------------------------
+
+OPTION_NAMES = {
+    "body": "body-file",
+    "body_markdown": "body-file",
+    "field_title": "signer-title",
+    "field_organization": "signer-organization",
+    "field_city": "signer-city",
+    "field_comment": "signer-comment",
+}
+"""The command line's option for a letter field, where it is not the field's own name."""
+
+
+def _option(field: str) -> str:
+    return "--" + OPTION_NAMES.get(field, field.replace("_", "-"))
+
+
+def _refused(exc: DomainError, *, status: int) -> typer.Exit:
+    """Prints what was wrong, each field's problem under its option's name; exit status
+    2 for input that is invalid in itself, 1 for what the database's state refuses."""
+    fields: dict[str, str] = getattr(exc, "fields", None) or {}
+    typer.echo("Invalid letter:" if fields and status == 2 else exc.detail, err=True)
+    for field, message in fields.items():
+        if message != exc.detail:
+            typer.echo(f"  {_option(field)}: {message}", err=True)
+    return typer.Exit(status)
+
+
+def _read_body(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        typer.echo(f"Cannot read {path}: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+SlugArgument = Annotated[str, typer.Argument(help="The letter's slug, as in /letters/SLUG.")]
+
+
+def _rule(field: str, default: FieldRule) -> object:
+    return typer.Option(
+        case_sensitive=False,
+        show_default=False,
+        help=f"The sign form's {field} field: off, optional or required "
+        f"(new letters: {default.value}).",
+    )
+
+
+SignerTitle = Annotated[FieldRule | None, _rule("job title", FieldRule.OPTIONAL)]
+SignerOrganization = Annotated[FieldRule | None, _rule("organization", FieldRule.OPTIONAL)]
+SignerCity = Annotated[FieldRule | None, _rule("city", FieldRule.OPTIONAL)]
+SignerComment = Annotated[FieldRule | None, _rule("comment (why I signed)", FieldRule.OFF)]
+
+
 @letter_cli.command("create")
 def letter_create(
-    slug: Annotated[str, typer.Option(help="URL name: lower-case letters, digits, dashes.")],
-    title: Annotated[str, typer.Option()],
-    body_file: Annotated[Path, typer.Option(exists=True, dir_okay=False, readable=True)],
-    summary: str = "",
-    addressed_to: str = "",
-    goal: Annotated[int | None, typer.Option(min=1)] = None,
-    closes_at: Annotated[datetime | None, typer.Option(help="UTC, e.g. 2027-01-31T23:59")] = None,
-    publish: Annotated[bool, typer.Option("--publish", help="Open it for signatures now.")] = False,
+    slug: Annotated[
+        str, typer.Option(help="The address: /letters/SLUG (lower-case letters, digits, dashes).")
+    ],
+    title: Annotated[str, typer.Option(help="The letter's title.")],
+    body_file: Annotated[
+        Path,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            readable=True,
+            help="A UTF-8 Markdown file with the letter's text.",
+        ),
+    ],
+    summary: Annotated[str, typer.Option(help="One or two sentences for the list.")] = "",
+    addressed_to: Annotated[str, typer.Option(help="Who the letter is written to.")] = "",
+    goal: Annotated[int | None, typer.Option(help="The goal: confirmed signatures.")] = None,
+    closes_at: Annotated[
+        str | None, typer.Option(help="When it stops taking signatures, UTC: 2027-01-31T23:59.")
+    ] = None,
+    from_name: Annotated[str, typer.Option(help="Who is behind it: a group's name.")] = "",
+    from_url: Annotated[str, typer.Option(help="A link for the group (http or https).")] = "",
+    signer_title: SignerTitle = None,
+    signer_organization: SignerOrganization = None,
+    signer_city: SignerCity = None,
+    signer_comment: SignerComment = None,
+    allow_anonymous: Annotated[
+        bool, typer.Option(help="Let signers be counted without being shown.")
+    ] = True,
+    show_signers: Annotated[
+        bool, typer.Option(help="Show the list of signers on the letter's page.")
+    ] = True,
+    publish: Annotated[
+        bool, typer.Option("--publish", help="Open it for signatures now (else: a draft).")
+    ] = False,
 ) -> None:
-    """Create a letter from a Markdown file."""
-    from datetime import UTC
+    """Create a letter from a Markdown file (a draft unless --publish).
 
+    The job title, organization and city are optional on the sign form and the comment
+    is off unless --signer-* says otherwise. Exit status 2: invalid input; 1: refused
+    (the slug is taken, the closing time has passed)."""
+    from app.errors import InvalidInput
     from app.letters.models import LetterStatus
-    from app.letters.schemas import LetterCreate
+    from app.letters.schemas import LetterCreate, parse
     from app.letters.service import create_letter
+    from app.organizers.service import SHELL
+
+    settings = _settings()
+    values: dict[str, object] = {
+        "slug": slug,
+        "title": title,
+        "summary": summary,
+        "body_markdown": _read_body(body_file),
+        "addressed_to": addressed_to,
+        "goal": goal,
+        "closes_at": closes_at,
+        "from_name": from_name,
+        "from_url": from_url,
+        "allow_anonymous": allow_anonymous,
+        "show_signers": show_signers,
+        "status": LetterStatus.OPEN if publish else LetterStatus.DRAFT,
+    }
+    rules = {"field_title": signer_title, "field_organization": signer_organization,
+             "field_city": signer_city, "field_comment": signer_comment}  # fmt: skip
+    values.update({name: rule for name, rule in rules.items() if rule is not None})
+    try:
+        data = parse(LetterCreate, values)
+    except InvalidInput as exc:
+        raise _refused(exc, status=2) from exc
+    try:
+        with _transaction(settings) as session:
+            status = create_letter(session, data=data, actor=SHELL).status.value
+    except DomainError as exc:
+        raise _refused(exc, status=1) from exc
+    typer.echo(f"Letter {slug!r} created ({status}): {urls.letter_url(settings.base_url, slug)}")
+
+
+@letter_cli.command("list")
+def letter_list() -> None:
+    """Every letter: slug, status, confirmed signatures, title (archived ones last)."""
+    from app.letters.service import dashboard_letters
+
+    settings = _settings()
+    with _database(settings) as database, database.read() as session:
+        rows = [
+            (item.letter.slug, item.state.value, f"{item.signature_count}", item.letter.title)
+            for item in dashboard_letters(session, organizer=None)
+        ]
+    if not rows:
+        typer.echo("No letters yet: undersigned letter create --help")
+        return
+    header = ("SLUG", "STATUS", "COUNT", "TITLE")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(3)]
+    for row in [header, *rows]:
+        typer.echo(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:>{widths[2]}}  {row[3]}")
+
+
+def _change_status(
+    slug: str, transition: str, *, closes_at: str | None = None, clear: bool = False
+) -> None:
+    from app.errors import InvalidInput
+    from app.letters.schemas import parse_closes_at
+    from app.letters.service import Transition, change_status, get_letter, letter_state
+    from app.organizers.service import SHELL
 
     settings = _settings()
     try:
-        data = LetterCreate(
-            slug=slug,
-            title=title,
-            summary=summary,
-            body_markdown=body_file.read_text(encoding="utf-8"),
-            addressed_to=addressed_to,
-            goal=goal,
-            closes_at=closes_at.replace(tzinfo=closes_at.tzinfo or UTC) if closes_at else None,
-            status=LetterStatus.OPEN if publish else LetterStatus.DRAFT,
-        )
-    except ValidationError as exc:
-        typer.echo("Invalid letter:", err=True)
-        for error in exc.errors():
-            field = ".".join(str(part) for part in error["loc"])
-            message = SLUG_RULE if error["type"] == "string_pattern_mismatch" else error["msg"]
-            typer.echo(f"  {field.replace('_', '-')}: {message}", err=True)
-        raise typer.Exit(2) from exc
+        new_closes_at = parse_closes_at(closes_at)
+    except InvalidInput as exc:
+        raise _refused(exc, status=2) from exc
     try:
         with _transaction(settings) as session:
-            status = create_letter(session, data=data).status.value
+            letter = get_letter(session, slug=slug)
+            change_status(session, letter=letter, transition=Transition(transition),
+                          actor=SHELL, closes_at=new_closes_at, clear_closes_at=clear)  # fmt: skip
+            state = letter_state(letter, utcnow()).value
     except DomainError as exc:
+        raise _refused(_not_found_named(exc, slug), status=1) from exc
+    typer.echo(f"Letter {slug!r} is {state}.")
+
+
+def _not_found_named(exc: DomainError, slug: str) -> DomainError:
+    from app.errors import LetterNotFound
+
+    if isinstance(exc, LetterNotFound):
+        return LetterNotFound(
+            f"There is no letter with the slug {slug!r} (undersigned letter list)."
+        )
+    return exc
+
+
+@letter_cli.command("publish")
+def letter_publish(slug: SlugArgument) -> None:
+    """Open a draft for signatures."""
+    _change_status(slug, "publish")
+
+
+@letter_cli.command("close")
+def letter_close(slug: SlugArgument) -> None:
+    """Stop taking signatures (the page and the count stay)."""
+    _change_status(slug, "close")
+
+
+@letter_cli.command("reopen")
+def letter_reopen(
+    slug: SlugArgument,
+    closes_at: Annotated[
+        str | None, typer.Option(help="A new closing time, UTC: 2027-01-31T23:59.")
+    ] = None,
+    no_closes_at: Annotated[
+        bool, typer.Option("--no-closes-at", help="Remove the closing time.")
+    ] = False,
+) -> None:
+    """Take signatures again (also un-archives).
+
+    A closing time that has passed must be replaced (--closes-at) or removed
+    (--no-closes-at)."""
+    if closes_at is not None and no_closes_at:
+        typer.echo("Give --closes-at or --no-closes-at, not both.", err=True)
+        raise typer.Exit(2)
+    _change_status(slug, "reopen", closes_at=closes_at, clear=no_closes_at)
+
+
+@letter_cli.command("archive")
+def letter_archive(slug: SlugArgument) -> None:
+    """Close the letter and take it off the home page (its page and count stay)."""
+    _change_status(slug, "archive")
+
+
+@letter_cli.command("edit")
+def letter_edit(
+    slug: SlugArgument,
+    title: Annotated[str | None, typer.Option(help="A new title.")] = None,
+    body_file: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            readable=True,
+            help="A UTF-8 Markdown file with the new text.",
+        ),
+    ] = None,
+    summary: Annotated[str | None, typer.Option(help="A new summary.")] = None,
+    addressed_to: Annotated[str | None, typer.Option(help="Who it is written to.")] = None,
+    goal: Annotated[int | None, typer.Option(help="A new goal (not below the count).")] = None,
+    no_goal: Annotated[bool, typer.Option("--no-goal", help="Remove the goal.")] = False,
+    closes_at: Annotated[
+        str | None, typer.Option(help="A new closing time, UTC: 2027-01-31T23:59.")
+    ] = None,
+    no_closes_at: Annotated[
+        bool, typer.Option("--no-closes-at", help="Remove the closing time.")
+    ] = False,
+    from_name: Annotated[str | None, typer.Option(help='Who is behind it ("" for none).')] = None,
+    from_url: Annotated[str | None, typer.Option(help='Their link ("" for none).')] = None,
+    signer_title: SignerTitle = None,
+    signer_organization: SignerOrganization = None,
+    signer_city: SignerCity = None,
+    signer_comment: SignerComment = None,
+    allow_anonymous: Annotated[
+        bool | None,
+        typer.Option(
+            "--allow-anonymous/--no-allow-anonymous",
+            show_default=False,
+            help="Let signers be counted without being shown, or not.",
+        ),
+    ] = None,
+    show_signers: Annotated[
+        bool | None,
+        typer.Option(
+            "--show-signers/--no-show-signers",
+            show_default=False,
+            help="Show the list of signers on the letter's page, or not.",
+        ),
+    ] = None,
+) -> None:
+    """Change a letter: only the options given change.
+
+    A new title or text of a letter that people have signed makes a new version (its
+    page then says so and shows the changes). Exit status 2: invalid input; 1: refused
+    (a goal below the count, a closing time in the past)."""
+    from app.errors import InvalidInput
+    from app.letters.schemas import LetterFields, parse
+    from app.letters.service import current_fields, edit_letter, get_letter
+    from app.organizers.service import SHELL
+
+    for given, cleared, name in ((goal, no_goal, "goal"), (closes_at, no_closes_at, "closes-at")):
+        if given is not None and cleared:
+            typer.echo(f"Give --{name} or --no-{name}, not both.", err=True)
+            raise typer.Exit(2)
+    given_values: dict[str, object] = {
+        "title": title,
+        "body_markdown": _read_body(body_file),
+        "summary": summary,
+        "addressed_to": addressed_to,
+        "goal": goal,
+        "closes_at": closes_at,
+        "from_name": from_name,
+        "from_url": from_url,
+        "field_title": signer_title,
+        "field_organization": signer_organization,
+        "field_city": signer_city,
+        "field_comment": signer_comment,
+        "allow_anonymous": allow_anonymous,
+        "show_signers": show_signers,
+    }
+    changes = {name: value for name, value in given_values.items() if value is not None}
+    if no_goal:
+        changes["goal"] = None
+    if no_closes_at:
+        changes["closes_at"] = None
+    if not changes:
+        typer.echo("Nothing to change: see undersigned letter edit --help.", err=True)
+        raise typer.Exit(2)
+    settings = _settings()
+    try:
+        with _transaction(settings) as session:
+            letter = get_letter(session, slug=slug)
+            try:
+                data = parse(LetterFields, {**current_fields(letter), **changes})
+            except InvalidInput as exc:
+                raise _refused(exc, status=2) from exc
+            edited = edit_letter(session, letter=letter, data=data, actor=SHELL)
+    except DomainError as exc:
+        raise _refused(_not_found_named(exc, slug), status=1) from exc
+    if not edited.changed:
+        typer.echo(f"Letter {slug!r}: nothing changed.")
+        return
+    names = ", ".join(_option(name).removeprefix("--") for name in edited.changed)
+    version = (f"; new version {edited.version} of the text" if edited.new_version
+               else f"; text version {edited.version}")  # fmt: skip
+    typer.echo(f"Letter {slug!r} changed: {names}{version}.")
+
+
+@letter_cli.command("export")
+def letter_export(
+    slug: SlugArgument,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            dir_okay=False,
+            help="Write the CSV to this file (readable by you only) instead of standard output.",
+        ),
+    ] = None,
+) -> None:
+    """Write the letter's confirmed signatures as CSV.
+
+    Addresses appear only for signers who agreed to be contacted (no other is kept).
+    The export is recorded in the letter's audit log."""
+    from app.letters.service import get_letter
+    from app.organizers.service import SHELL
+    from app.signatures.export import csv_lines, record_export
+
+    settings = _settings()
+    with _database(settings) as database:
+        try:
+            with database.write() as session:
+                letter_id = get_letter(session, slug=slug).id
+                record_export(session, actor=SHELL, letter_id=letter_id)
+        except DomainError as exc:
+            raise _refused(_not_found_named(exc, slug), status=1) from exc
+        lines = csv_lines(database, letter_id=letter_id)
+        if output is None:
+            for line in lines:
+                typer.echo(line, nl=False)
+            return
+        count = -1  # the header
+        try:
+            with output.open("w", encoding="utf-8", newline="") as file:
+                for line in lines:
+                    file.write(line)
+                    count += 1
+        except OSError as exc:
+            typer.echo(f"Cannot write {output}: {exc}", err=True)
+            raise typer.Exit(1) from exc
+    typer.echo(f"{count} signatures written to {output}.", err=True)
+
+
+# --- organizers -----------------------------------------------------------------------------
+
+
+@admin_cli.command("create")
+def admin_create(
+    email: Annotated[str, typer.Argument(help="Their email address (they sign in with it).")],
+) -> None:
+    """Make an organizer an admin (the account is created if needed).
+
+    Admins act as owners on every letter and manage organizers. Safe to run twice."""
+    from app.errors import InvalidInput
+    from app.letters.schemas import organizer_email
+    from app.organizers.service import SHELL, canonical_email, create_organizer, find_organizer
+    from app.organizers.service import record as audit
+
+    try:
+        address = canonical_email(organizer_email(email))
+    except InvalidInput as exc:
         typer.echo(exc.detail, err=True)
-        raise typer.Exit(1) from exc
-    typer.echo(f"Letter {slug!r} created ({status}): {urls.letter_url(settings.base_url, slug)}")
+        raise typer.Exit(2) from exc
+    settings = _settings()
+    with _transaction(settings) as session:
+        existing = find_organizer(session, email=address)
+        was_admin = existing is not None and existing.is_admin
+        organizer = create_organizer(session, email=address, is_admin=True)
+        if not was_admin:
+            audit(session, actor=SHELL, letter_id=None, action="organizer.admin",
+                  organizer_id=organizer.id, email=organizer.email)  # fmt: skip
+    if was_admin:
+        typer.echo(f"{address} is already an admin.")
+    elif existing is not None:
+        typer.echo(f"{address} is now an admin.")
+    else:
+        typer.echo(f"Admin {address} created. They sign in at {settings.base_url}/login")
 
 
 @cli.command()

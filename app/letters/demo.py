@@ -76,6 +76,7 @@ DEMO_LETTERS = [
         "White House, cancel their contracts with ICE and speak out.",
         body_markdown=ICE_OUT,
         addressed_to="The chief executives of U.S. technology companies",
+        from_name="Tech workers for our neighbours",
         goal=10_000,
         status=LetterStatus.OPEN,
     ),

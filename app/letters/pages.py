@@ -1,5 +1,6 @@
-"""The home page: published letters with their tallies. (A letter's own page, with
-its sign form and signers, belongs to the signing loop: app/signatures/pages.py.)"""
+"""Public pages about letters: the home page (published letters with their tallies) and
+a letter's changes (its versions and what changed between them). A letter's own page,
+with its sign form and signers, belongs to the signing loop: app/signatures/pages.py."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from app.letters import service as letters
+from app.letters import versions
 from app.web.deps import ReadSession
 from app.web.rendering import render
 
@@ -16,3 +18,17 @@ router = APIRouter(include_in_schema=False)
 @router.get("/")
 def home(request: Request, session: ReadSession) -> Response:
     return render(request, "home.html", {"letters": letters.list_public_letters(session)})
+
+
+@router.get("/letters/{slug}/changes")
+def changes(request: Request, session: ReadSession, slug: str) -> Response:
+    """Each version of a published letter's text, newest first, with what changed."""
+    found = letters.get_public_letter(session, slug=slug)
+    return render(
+        request,
+        "letters/changes.html",
+        {
+            "letter": found.letter,
+            "changes": versions.letter_changes(session, letter_id=found.letter.id),
+        },
+    )

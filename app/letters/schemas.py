@@ -1,25 +1,236 @@
+"""What an organizer may write into a letter (the dashboard's form, the command line,
+the demo, tests), and what the public API shows of one."""
+
 from __future__ import annotations
 
-from datetime import datetime
+import unicodedata
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Annotated, Any, TypeVar
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field
+from email_validator import EmailNotValidError, validate_email
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+)
+from pydantic_core import PydanticCustomError
 
-from app.letters.models import LetterStatus
+from app.errors import InvalidInput
+from app.letters.models import FieldRule, LetterStatus
 
 SLUG_PATTERN = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
 """Every letter's slug: words of lowercase letters and digits, joined by hyphens."""
 SLUG_MAX_LENGTH = 80
+RESERVED_SLUGS = frozenset(
+    {"new", "edit", "create", "admin", "api", "dashboard", "login", "logout", "static",
+     "search", "feed"}
+)  # fmt: skip
+"""Slugs no letter may take: /dashboard/letters/new is the new-letter form, and the
+others are words the site may want for its own pages one day."""
+
+TITLE_MAX = 200
+SUMMARY_MAX = 500
+BODY_MAX = 100_000
+"""Characters of Markdown (a long letter is ~20,000)."""
+ADDRESSED_TO_MAX = 300
+FROM_NAME_MAX = 200
+URL_MAX = 500
+
+_BIDI_CONTROLS = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
-class LetterCreate(BaseModel):
-    slug: str = Field(pattern=SLUG_PATTERN, min_length=1, max_length=SLUG_MAX_LENGTH)
-    title: str = Field(min_length=1, max_length=200)
-    summary: str = Field(default="", max_length=500)
-    body_markdown: str = Field(min_length=1, max_length=100_000)
-    addressed_to: str = Field(default="", max_length=300)
-    goal: int | None = Field(default=None, ge=1)
-    closes_at: datetime | None = None
+def _no_control_chars(value: str, *, newlines: bool) -> str:
+    for char in value:
+        if newlines and char in "\n\t":
+            continue
+        if unicodedata.category(char) in {"Cc", "Cs", "Co", "Cn"} or char in _BIDI_CONTROLS:
+            raise PydanticCustomError("control_chars", "Remove invisible or control characters.")
+    return value
+
+
+def _single_line(value: object) -> object:
+    """NFC, trimmed, one line, no control or bidi-override characters."""
+    if not isinstance(value, str):
+        return value
+    return _no_control_chars(unicodedata.normalize("NFC", value).strip(), newlines=False)
+
+
+def _text(value: object) -> object:
+    """Markdown: NFC, line endings as \\n, blank lines around it trimmed (a first line's
+    indentation is Markdown: it stays); tabs and newlines kept."""
+    if not isinstance(value, str):
+        return value
+    value = unicodedata.normalize("NFC", value.replace("\r\n", "\n").replace("\r", "\n"))
+    return _no_control_chars(value.lstrip("\n").rstrip(), newlines=True)
+
+
+def _required(value: str) -> str:
+    if not value:
+        raise PydanticCustomError("required", "This field is required.")
+    return value
+
+
+def _web_address(value: str) -> str:
+    """An http or https address, or nothing."""
+    if not value:
+        return value
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        parts = None
+    if (
+        parts is None
+        or parts.scheme.lower() not in ("http", "https")
+        or not parts.hostname
+        or any(char.isspace() for char in value)
+    ):
+        raise PydanticCustomError(
+            "web_address", "Enter a web address starting with https:// (or http://)."
+        )
+    return value
+
+
+def _empty_as_none(value: object) -> object:
+    if isinstance(value, str) and not value.strip():
+        return None
+    return value.strip() if isinstance(value, str) else value
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """A time without a zone is UTC (the form and the command line say so)."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def _slug(value: str) -> str:
+    if value in RESERVED_SLUGS:
+        raise PydanticCustomError(
+            "reserved_slug", "This slug is reserved for the site's own pages: choose another."
+        )
+    return value
+
+
+Line = Annotated[str, BeforeValidator(_single_line)]
+RequiredLine = Annotated[str, BeforeValidator(_single_line), AfterValidator(_required)]
+Markdown = Annotated[str, BeforeValidator(_text), AfterValidator(_required)]
+WebAddress = Annotated[str, BeforeValidator(_single_line), AfterValidator(_web_address)]
+Slug = Annotated[
+    str,
+    BeforeValidator(_single_line),
+    Field(pattern=SLUG_PATTERN, min_length=1, max_length=SLUG_MAX_LENGTH),
+    AfterValidator(_slug),
+]
+ClosesAt = Annotated[datetime | None, BeforeValidator(_empty_as_none), AfterValidator(_utc)]
+Goal = Annotated[Annotated[int, Field(ge=1)] | None, BeforeValidator(_empty_as_none)]
+
+
+class LetterFields(BaseModel):
+    """What can be edited once a letter exists (everything but its slug: links to a
+    letter must keep working)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    title: RequiredLine = Field(max_length=TITLE_MAX)
+    summary: Line = Field(default="", max_length=SUMMARY_MAX)
+    body_markdown: Markdown = Field(max_length=BODY_MAX)
+    addressed_to: Line = Field(default="", max_length=ADDRESSED_TO_MAX)
+    goal: Goal = None
+    closes_at: ClosesAt = None
+    from_name: Line = Field(default="", max_length=FROM_NAME_MAX)
+    from_url: WebAddress = Field(default="", max_length=URL_MAX)
+    field_title: FieldRule = FieldRule.OPTIONAL
+    field_organization: FieldRule = FieldRule.OPTIONAL
+    field_city: FieldRule = FieldRule.OPTIONAL
+    field_comment: FieldRule = FieldRule.OFF
+    allow_anonymous: bool = True
+    show_signers: bool = True
+
+
+EDITABLE_FIELDS = tuple(LetterFields.model_fields)
+
+
+class LetterCreate(LetterFields):
+    slug: Slug
     status: LetterStatus = LetterStatus.DRAFT
+
+
+# --- turning input into models, with errors people can read ---------------------------
+
+FORM_NAMES = {"body_markdown": "body"}
+"""The form's (and the command line's) name for a model field, where they differ."""
+
+
+def _message(error: Any) -> str:
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    short = kind in ("string_too_short", "too_short") and ctx.get("min_length") == 1
+    if kind in ("missing", "required") or short:
+        return "This field is required."
+    if kind == "string_too_long":
+        return f"Use at most {ctx.get('max_length')} characters."
+    if kind == "string_pattern_mismatch":
+        return "Use lower-case letters, digits and single dashes, like ice-out."
+    if kind in ("greater_than_equal", "greater_than"):
+        return f"Enter a whole number of at least {ctx.get('ge', ctx.get('gt'))}."
+    if kind in ("int_parsing", "int_from_float", "int_type"):
+        return "Enter a whole number, like 1000."
+    if kind.startswith("datetime") or kind.startswith("date"):
+        return "Enter a date and time like 2027-01-31T23:59 (UTC)."
+    if kind == "enum":
+        return "Choose one of the options."
+    return str(error.get("msg", "This value is not valid."))
+
+
+def field_errors(exc: ValidationError) -> dict[str, str]:
+    """The first problem of each field, by its form name, in words."""
+    fields: dict[str, str] = {}
+    for error in exc.errors():
+        name = str(error["loc"][0]) if error["loc"] else "form"
+        fields.setdefault(FORM_NAMES.get(name, name), _message(error))
+    return fields
+
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def parse(model: type[ModelT], values: Mapping[str, Any]) -> ModelT:
+    """`values` as `model`, or InvalidInput with a message for each field that is wrong."""
+    try:
+        return model.model_validate(dict(values))
+    except ValidationError as exc:
+        raise InvalidInput("Some fields are not valid.", fields=field_errors(exc)) from exc
+
+
+def parse_closes_at(value: str | None) -> datetime | None:
+    """A closing time typed by a person (form or shell), as UTC; "" is none."""
+    return parse(_ClosingTime, {"closes_at": value}).closes_at
+
+
+class _ClosingTime(BaseModel):
+    closes_at: ClosesAt = None
+
+
+def organizer_email(value: str) -> str:
+    """An organizer's address as typed, checked; InvalidInput(fields={"email"}) if not one."""
+    value = value.strip()
+    if not value:
+        raise InvalidInput("Enter an email address.", fields={"email": "This field is required."})
+    try:
+        return validate_email(value, check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        message = "Enter an email address like name@example.org."
+        raise InvalidInput(message, fields={"email": message}) from exc
+
+
+# --- the public API ------------------------------------------------------------------
 
 
 class LetterOut(BaseModel):

@@ -13,6 +13,7 @@ from app.db import utcnow
 from app.errors import InvalidInput, LetterNotFound
 from app.letters.models import Letter, LetterStatus
 from app.letters.service import (
+    TAKEN,
     add_to_tally,
     get_public_letter,
     list_public_letters,
@@ -101,7 +102,7 @@ def test_duplicate_slug_is_invalid_input(session: Session) -> None:
     make_letter(session, slug="one-letter")
     with pytest.raises(InvalidInput) as caught:
         make_letter(session, slug="one-letter", title="Another title")
-    assert caught.value.fields == {"slug": "taken"}
+    assert caught.value.fields == {"slug": TAKEN}
     assert caught.value.status_code == 422
 
 
