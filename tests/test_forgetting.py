@@ -4,8 +4,9 @@ The whole loop runs on the real parts: the app (TestClient), a real SMTP server 
 loopback, the mail worker's pass. Then the whole database is dumped (SQLite: `iterdump`
 plus the raw database and WAL files after the worker's checkpoint; PostgreSQL:
 `pg_dump`) and searched for every address and every identity field of an anonymous
-signer. The same dump taken before the emails went is searched too, so the test shows
-it can find what it looks for.
+signer, and for the comment of a submission that could no longer be confirmed. The same
+dump taken before the emails went is searched too, so the test shows it can find what it
+looks for.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from sqlalchemy import make_url
 from app.config import Settings
 from app.db import Database
 from app.jobs import forget_in_files, work_once
+from app.letters.models import FieldRule
 from app.mail.backends import SmtpBackend
 from app.main import create_app
 from tests.support.factories import make_letter
@@ -35,6 +37,7 @@ PUBLIC = {
     "title": "Engineer",
     "organization": "Open Org",
     "city": "Open City",
+    "comment": "Public Reason Kept",
     "display": "public",
 }
 ANONYMOUS = {
@@ -43,9 +46,13 @@ ANONYMOUS = {
     "title": "Secret Title Vbn",
     "organization": "Secret Org Qwvk",
     "city": "Nowhere Town Plk",
+    "comment": "Anonymous Reason Kept",  # a comment is not an identity field: kept
     "display": "anonymous",
     "contact_ok": "yes",  # ticked, but an anonymous signature keeps no address
 }
+SECOND_THOUGHTS = "Second Thoughts Jq8w"
+"""The comment of a submission sent after confirming: it gets an "already signed" note
+and is never confirmed, so its comment goes."""
 NEVER_KEPT = [
     "quiet.person.7f3k",
     "hidden.soul",
@@ -55,6 +62,7 @@ NEVER_KEPT = [
     "Secret Title Vbn",
     "Secret Org Qwvk",
     "Nowhere Town Plk",
+    SECOND_THOUGHTS,
 ]
 
 
@@ -94,7 +102,7 @@ def test_no_address_survives_anywhere_after_confirming(
 ) -> None:
     settings = smtp_settings
     with clean_database.write() as session:
-        slug = make_letter(session).slug
+        slug = make_letter(session, field_comment=FieldRule.OPTIONAL).slug
     app = create_app(settings)
     with TestClient(app, client=("127.0.0.1", 50000)) as client:
         for person in (PUBLIC, ANONYMOUS):
@@ -119,9 +127,17 @@ def test_no_address_survives_anywhere_after_confirming(
             assert client.post(link, data={"csrf_token": token}).status_code == 200
         assert client.get(f"/api/v1/letters/{slug}").json()["signature_count"] == 2
 
+        page = client.get(f"/letters/{slug}")
+        data = {**PUBLIC, "comment": SECOND_THOUGHTS, "csrf_token": csrf_from(page.text)}
+        response = client.post(f"/letters/{slug}/sign", data=data, follow_redirects=False)
+        assert response.status_code == 303
+        assert SECOND_THOUGHTS.encode() in _dump(clean_database)
+        assert work_once(clean_database, SmtpBackend(settings), settings=settings) >= 1
+
     forget_in_files(clean_database)  # what the worker does every minute on SQLite
     after = _dump(clean_database)
     assert b"Quietly Signing Person" in after  # public, as the signer chose
+    assert b"Public Reason Kept" in after and b"Anonymous Reason Kept" in after
     for secret in NEVER_KEPT:
         assert secret.encode() not in after, secret
         assert secret.lower().encode() not in after.lower(), secret

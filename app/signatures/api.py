@@ -27,7 +27,14 @@ router = APIRouter(prefix="/api/v1", tags=["signatures"])
 @router.get(
     "/letters/{slug}/signatures",
     responses=error_responses(
-        404, 422, descriptions={422: "A query parameter is not valid; `fields` names it."}
+        404,
+        422,
+        descriptions={
+            404: "There is no published letter at this address (`letter_not_found`), or "
+            "its organizers do not publish the list of signers (`signers_not_public`; "
+            "the tally stays public).",
+            422: "A query parameter is not valid; `fields` names it.",
+        },
     ),
 )
 def list_signatures(
@@ -53,9 +60,12 @@ def list_signatures(
         ),
     ] = "",
 ) -> SignaturePage:
-    """Verified signers, newest first. Anonymous signers appear with every field null."""
+    """Verified signers, newest first. Anonymous signers appear with every field null.
+    Signers hidden by the organizers are left out. A letter whose organizers do not
+    publish the list answers `404` `signers_not_public`."""
     position = signatures.decode_cursor(settings, cursor) if cursor else None
     found = letters.get_public_letter(session, slug=slug)
+    signatures.require_public_list(found.letter)
     items, next_after = signatures.list_public_signatures(
         session, letter_id=found.letter.id, query=q, after=position, limit=limit
     )
@@ -68,13 +78,28 @@ def list_signatures(
     status_code=202,
     response_description="Accepted (the same answer whether the address is new, pending or "
     "already verified).",
-    responses=error_responses(404, 409, 413, 422, descriptions={422: JSON_BODY_422}),
+    responses=error_responses(
+        404,
+        409,
+        413,
+        422,
+        descriptions={
+            422: JSON_BODY_422 + " The letter's own settings are checked too: a field it "
+            "requires left empty (`required`), or `anonymous` on a letter that does not "
+            "accept anonymous signatures (`display`)."
+        },
+    ),
 )
 def sign_letter(
     slug: LetterSlug, data: SignatureIn, session: WriteSession, settings: AppSettings
 ) -> SignatureAccepted:
     """Always `202 {"status": "pending"}` when accepted, whether the address is new,
-    pending or already verified: the answer never tells whether someone signed."""
+    pending or already verified: the answer never tells whether someone signed.
+
+    Each letter says which of `title`, `organization`, `city` and `comment` it asks for,
+    and which of them are required, and whether it accepts anonymous signatures; a
+    field it does not ask for is ignored. The signature records the version of the
+    letter's text that was signed."""
     signatures.sign_letter(session, slug=slug, data=data, settings=settings)
     return SignatureAccepted()
 

@@ -15,6 +15,7 @@ from app import urls
 from app.db import utcnow
 from app.errors import InvalidInput
 from app.letters import service as letters
+from app.letters.models import Letter
 from app.letters.versions import edit_notice
 from app.signatures import service as signatures
 from app.signatures.addresses import masked
@@ -26,7 +27,14 @@ from app.web.security import check_csrf
 
 router = APIRouter(include_in_schema=False)
 
-SIGN_FIELDS = ("name", "email", "title", "organization", "city", "display")
+SIGN_FIELDS = ("name", "email", "title", "organization", "city", "comment", "display")
+FORM_ORDER = (*SIGN_FIELDS[:-1], "comment_public_ok", "display", "contact_ok")
+"""The order of the sign form's fields: the error summary lists problems in it."""
+# What the service's refusals are called in templates (signatures/_errors.html).
+SERVICE_ERRORS = {
+    signatures.REQUIRED: "required",
+    signatures.ANONYMOUS_NOT_ALLOWED: "anonymous_not_allowed",
+}
 
 # Short-lived cookies that carry a moment from one page to the next in this browser
 # only: never in the URL, where it would be shared, logged or bookmarked.
@@ -73,6 +81,9 @@ def _letter_page(
 ) -> Response:
     found = letters.get_public_letter(session, slug=slug)
     letter = found.letter
+    if form is not None and errors:
+        # A refused form: the letter's own rules too, so every problem shows at once.
+        errors = _in_form_order({**_rule_errors(letter, form), **errors})
     recent = (
         signatures.recent_public_signers(session, letter_id=letter.id)
         if letter.show_signers
@@ -107,6 +118,19 @@ def letter_detail(request: Request, session: ReadSession, slug: str) -> Response
     return _letter_page(request, session, slug)
 
 
+def _rule_errors(letter: Letter, form: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return _service_errors(signatures.signer_rule_errors(letter, form))
+
+
+def _service_errors(fields: dict[str, str]) -> dict[str, dict[str, Any]]:
+    return {field: {"type": SERVICE_ERRORS.get(code, code)} for field, code in fields.items()}
+
+
+def _in_form_order(errors: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    rank = {field: n for n, field in enumerate(FORM_ORDER)}
+    return dict(sorted(errors.items(), key=lambda item: rank.get(item[0], len(rank))))
+
+
 def _form_errors(exc: ValidationError) -> dict[str, dict[str, Any]]:
     errors: dict[str, dict[str, Any]] = {}
     for error in exc.errors():
@@ -126,21 +150,28 @@ def sign(
     title: Annotated[str, Form()] = "",
     organization: Annotated[str, Form()] = "",
     city: Annotated[str, Form()] = "",
+    comment: Annotated[str, Form()] = "",
+    comment_public_ok: Annotated[str | None, Form()] = None,
     display: Annotated[str, Form()] = "public",
     contact_ok: Annotated[str | None, Form()] = None,
     csrf_token: Annotated[str, Form()] = "",
 ) -> Response:
     check_csrf(request, csrf_token)
     form: dict[str, Any] = dict(zip(SIGN_FIELDS, (name, email, title, organization, city,
-                                                  display), strict=True))  # fmt: skip
+                                                  comment, display), strict=True))  # fmt: skip
     form["contact_ok"] = contact_ok is not None
+    form["comment_public_ok"] = comment_public_ok is not None
     try:
         data = SignatureIn.model_validate(form)
     except ValidationError as exc:
         return _letter_page(
             request, session, slug, form=form, errors=_form_errors(exc), status_code=422
         )
-    signatures.sign_letter(session, slug=slug, data=data, settings=settings)
+    try:
+        signatures.sign_letter(session, slug=slug, data=data, settings=settings)
+    except InvalidInput as exc:  # the letter's rules: nothing was stored
+        errors = _service_errors(exc.fields)
+        return _letter_page(request, session, slug, form=form, errors=errors, status_code=422)
     check_email_path = f"/letters/{slug}/check-email"
     response = RedirectResponse(check_email_path, status_code=303)
     _flash(response, request, SENT_TO_COOKIE, masked(data.email), check_email_path)
@@ -176,6 +207,9 @@ def signer_list(
     after: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Response:
     found = letters.get_public_letter(session, slug=slug)
+    if not found.letter.show_signers:  # the tally only, as on the letter page
+        context = {"letter": found.letter, "count": found.signature_count}
+        return render(request, "signatures/signers_not_public.html", context)
     position = signatures.decode_cursor(settings, after) if after else None
     query, search_error = q.strip(), None
     try:

@@ -27,6 +27,24 @@ def _single_line(value: object) -> object:
     return value
 
 
+_TEXT_WHITESPACE = {"\n", "\t"}
+
+
+def _multi_line(value: object) -> object:
+    """Like `_single_line`, but line breaks (any convention, kept as "\n") and tabs are
+    allowed; spaces at the ends of the whole text are removed."""
+    if not isinstance(value, str):
+        return value
+    value = value.replace("\r\n", "\n").replace("\r", "\n")
+    value = unicodedata.normalize("NFC", value).strip()
+    for char in value:
+        if char in _TEXT_WHITESPACE:
+            continue
+        if unicodedata.category(char) in {"Cc", "Cs", "Co", "Cn"} or char in _BIDI_CONTROLS:
+            raise PydanticCustomError("control_chars", "Remove invisible or control characters.")
+    return value
+
+
 def _required(value: str) -> str:
     if not value:
         raise PydanticCustomError("required", "This field is required.")
@@ -46,6 +64,7 @@ def _valid_email(value: str) -> str:
 
 
 Line = Annotated[str, BeforeValidator(_single_line)]
+MultiLine = Annotated[str, BeforeValidator(_multi_line)]
 Name = Annotated[str, BeforeValidator(_single_line), AfterValidator(_required)]
 Email = Annotated[str, BeforeValidator(_single_line), AfterValidator(_valid_email)]
 
@@ -62,25 +81,74 @@ _LINE_DOC: dict[str, JsonValue] = {
     "formatting characters; spaces around it are removed.",
 }
 _NAME_DOC: dict[str, JsonValue] = {**_LINE_DOC, "minLength": 1}
+_ASKED = (
+    " Asked for or not, and optional or required, as the letter's settings say: a required "
+    "one left empty is `422` (`fields` names it with `required`); one the letter does not "
+    "ask for is ignored and stored nowhere. Not kept for an anonymous signer."
+)
+
+
+def _signer_field_doc(what: str) -> dict[str, JsonValue]:
+    return {**_LINE_DOC, "description": f"{what} {_LINE_DOC['description']}{_ASKED}"}
+
+
+_COMMENT_DOC: dict[str, JsonValue] = {
+    "pattern": rf"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f{_BIDI}]*$",
+    "description": "Why I signed: read by the organizers, and shown in public only if "
+    "`comment_public_ok` is true and an organizer approves it. Several lines allowed "
+    "(line breaks and tabs, no other control, private-use, unassigned or bidirectional "
+    "formatting characters); spaces around it are removed. Asked for or not, and optional "
+    "or required, as the letter's settings say: ignored and stored nowhere when the letter "
+    "does not ask for comments. Kept for an anonymous signer too (without their name).",
+}
 _EMAIL_DOC: dict[str, JsonValue] = {
     "format": "email",
     "description": "Where the link to confirm is sent.",
 }
 
 
+COMMENT_MAX_LENGTH = 1000
+
+
 class SignatureIn(BaseModel):
     """The sign form's fields (HTML form and JSON API alike). Anything else is ignored
-    and stored nowhere (a `comment` too: no feature shows one yet)."""
+    and stored nowhere.
 
-    model_config = ConfigDict(extra="ignore", str_max_length=1000)
+    This checks each value on its own. What depends on the letter is checked by
+    `sign_letter`, the same for both: its field rules (title, organization, city and
+    comment each off, optional or required: a required one left empty is refused, one
+    that is off is ignored) and whether it accepts anonymous signatures."""
+
+    model_config = ConfigDict(extra="ignore", str_max_length=COMMENT_MAX_LENGTH)
 
     name: Name = Field(max_length=120, json_schema_extra=_NAME_DOC)
     email: Email = Field(max_length=254, json_schema_extra=_EMAIL_DOC)
-    title: Line = Field(default="", max_length=120, json_schema_extra=_LINE_DOC)
-    organization: Line = Field(default="", max_length=200, json_schema_extra=_LINE_DOC)
-    city: Line = Field(default="", max_length=120, json_schema_extra=_LINE_DOC)
-    display: SignatureDisplay = SignatureDisplay.PUBLIC
-    contact_ok: bool = False
+    title: Line = Field(
+        default="", max_length=120, json_schema_extra=_signer_field_doc("Job title.")
+    )
+    organization: Line = Field(
+        default="", max_length=200, json_schema_extra=_signer_field_doc("Organization.")
+    )
+    city: Line = Field(default="", max_length=120, json_schema_extra=_signer_field_doc("City."))
+    display: SignatureDisplay = Field(
+        default=SignatureDisplay.PUBLIC,
+        description="`public`: listed with the details given; `anonymous`: counted, listed "
+        "as anonymous, and no name, title, organization, city or address is kept. A letter "
+        "may refuse anonymous signatures: then `anonymous` is `422` (`fields.display`).",
+    )
+    contact_ok: bool = Field(
+        default=False,
+        description="Keep the address so the organizers can send updates about this letter "
+        "(public signers only: an anonymous signature keeps no address).",
+    )
+    comment: MultiLine = Field(
+        default="", max_length=COMMENT_MAX_LENGTH, json_schema_extra=_COMMENT_DOC
+    )
+    comment_public_ok: bool = Field(
+        default=False,
+        description="The comment may be shown in public once an organizer approves it "
+        "(without it, only the organizers read it).",
+    )
 
 
 class PublicSignature(BaseModel):

@@ -12,12 +12,15 @@ Rules kept here:
   nobody can lock a person out of signing, only slow their emails down.
 - `verify_signature` counts a signature exactly once, whatever the concurrency.
 - Plain addresses and identity fields live only as long as they are needed.
+- What a letter asks of its signers (`Letter.field_rule`, `allow_anonymous`) is checked
+  here, once, for the form and the API alike, from the letter and the input only: the
+  same answer whatever the address has done.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -29,6 +32,7 @@ from sqlalchemy import (
     case,
     column,
     delete,
+    func,
     or_,
     select,
     text,
@@ -45,8 +49,9 @@ from app.errors import (
     InvalidToken,
     LetterClosedBeforeVerification,
     LetterNotOpen,
+    NotFound,
 )
-from app.letters.models import Letter
+from app.letters.models import SIGNER_FIELDS, FieldRule, Letter
 from app.letters.service import count_new_signature, get_letter_for_signing
 from app.mail.service import enqueue
 from app.signatures.addresses import email_domain, email_hash
@@ -67,6 +72,24 @@ MAX_POSITION = 2**31 - 1
 """Positions are 32-bit integers on every database."""
 
 _IDENTITY_GONE: dict[str, Any] = {"name": "", "title": "", "organization": "", "city": ""}
+_SUBMISSION_GONE: dict[str, Any] = {**_IDENTITY_GONE, "comment": "", "comment_public_ok": False}
+"""What a submission no longer needs once it cannot be confirmed (or has been): its
+identity and its comment (which can say who wrote it as surely as a name)."""
+
+REQUIRED = "required"
+"""`InvalidInput.fields` value: a field the letter requires was left empty."""
+ANONYMOUS_NOT_ALLOWED = "not allowed"
+"""`InvalidInput.fields["display"]`: the letter does not accept anonymous signatures."""
+IDENTITY_FIELDS = ("title", "organization", "city")
+"""The signer fields an anonymous signature does not keep (the comment it keeps)."""
+
+
+class SignersNotPublic(NotFound):
+    """The letter's organizers chose not to publish its signer list (the tally stays
+    public). (Could move to app/errors.py with the other domain errors.)"""
+
+    code = "signers_not_public"
+    default_detail = "The organizers of this letter do not publish the list of signers."
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,14 +105,60 @@ class Verification:
 # --- Signing -------------------------------------------------------------------------
 
 
+def signer_rule_errors(letter: Letter, values: Mapping[str, Any]) -> dict[str, str]:
+    """What the letter's settings refuse in a submission (field name → REQUIRED or
+    ANONYMOUS_NOT_ALLOWED), from the letter and the submitted values only.
+
+    `values` may be raw form input (the page asks this of a form the schema refused too,
+    so that every problem is reported at once). A required title, organization or city
+    is required of a signer who is shown in public: an anonymous signature keeps none of
+    them, so none is asked of it. A required comment is required of everyone."""
+    anonymous = str(values.get("display") or "") == SignatureDisplay.ANONYMOUS.value
+    errors: dict[str, str] = {}
+    for field in SIGNER_FIELDS:
+        if letter.field_rule(field) != FieldRule.REQUIRED:
+            continue
+        if anonymous and field in IDENTITY_FIELDS:
+            continue
+        if not str(values.get(field) or "").strip():
+            errors[field] = REQUIRED
+    if anonymous and not letter.allow_anonymous:
+        errors["display"] = ANONYMOUS_NOT_ALLOWED
+    return errors
+
+
+def _refuse(errors: dict[str, str]) -> InvalidInput:
+    if set(errors) == {"display"}:
+        detail = "This letter does not accept anonymous signatures: sign with your name."
+    elif ANONYMOUS_NOT_ALLOWED in errors.values():
+        detail = "This letter does not accept anonymous signatures, and some required "
+        detail += "fields are empty."
+    else:
+        detail = "Fill in the fields this letter requires."
+    return InvalidInput(detail, fields=errors)
+
+
+def _asked(letter: Letter, field: str, value: str) -> str:
+    """The value if the letter asks for this field, "" if it is off."""
+    return value if letter.field_rule(field) != FieldRule.OFF else ""
+
+
 def sign_letter(session: Session, *, slug: str, data: SignatureIn, settings: Settings) -> None:
     """Records one submission. Returns nothing on purpose, and does the same work for a
-    new, pending, confirmed or capped address: the caller cannot tell them apart."""
+    new, pending, confirmed or capped address: the caller cannot tell them apart.
+
+    The letter's settings apply first (InvalidInput, nothing stored): required fields,
+    anonymous signatures refused. A field the letter does not ask for is not stored.
+    The submission records the version of the text it signs."""
     now = utcnow()
     letter = get_letter_for_signing(session, slug=slug)
     if not letter.is_open(now):
         raise LetterNotOpen()
+    errors = signer_rule_errors(letter, data.model_dump())
+    if errors:
+        raise _refuse(errors)
     public = data.display == SignatureDisplay.PUBLIC
+    comment = _asked(letter, "comment", data.comment)
     session.add(
         PendingSignature(
             public_id=secrets.token_urlsafe(18),
@@ -97,9 +166,12 @@ def sign_letter(session: Session, *, slug: str, data: SignatureIn, settings: Set
             state=PendingState.WAITING,
             display=data.display,
             name=data.name,
-            title=data.title,
-            organization=data.organization,
-            city=data.city,
+            title=_asked(letter, "title", data.title),
+            organization=_asked(letter, "organization", data.organization),
+            city=_asked(letter, "city", data.city),
+            comment=comment,
+            comment_public_ok=bool(comment) and data.comment_public_ok,
+            version=letter.version,
             # An anonymous signature keeps no address, so it cannot be contacted.
             contact_ok=data.contact_ok and public,
             email=data.email,
@@ -279,7 +351,7 @@ def _send(
 def _forget(row: PendingSignature, *, state: PendingState) -> None:
     """Keeps only what the cap and the link's own page need."""
     row.state = state
-    for field, value in _IDENTITY_GONE.items():
+    for field, value in _SUBMISSION_GONE.items():
         setattr(row, field, value)
     row.email = None
     row.email_domain = ""
@@ -359,8 +431,8 @@ def _lock_address(session: Session, public_id: str) -> tuple[PendingSignature, L
 
 def _wipe_address(session: Session, pending: PendingSignature) -> None:
     """`pending` is confirmed. None of its address's submissions can be confirmed any
-    more, so none keeps an identity; only one still waiting for its email keeps the
-    address, for its "already signed" note. One statement."""
+    more, so none keeps an identity or a comment; only one still waiting for its email
+    keeps the address, for its "already signed" note. One statement."""
     waiting_other = and_(
         PendingSignature.state == PendingState.WAITING, PendingSignature.id != pending.id
     )
@@ -371,7 +443,7 @@ def _wipe_address(session: Session, pending: PendingSignature) -> None:
             PendingSignature.email_hash == pending.email_hash,
         )
         .values(
-            **_IDENTITY_GONE,
+            **_SUBMISSION_GONE,
             email_domain="",
             contact_ok=False,
             email=case((waiting_other, PendingSignature.email), else_=None),
@@ -387,7 +459,12 @@ def _wipe_address(session: Session, pending: PendingSignature) -> None:
 
 def verify_signature(session: Session, *, token: str, settings: Settings) -> Verification:
     """Confirms exactly the submission this link was sent for, once. The tally and the
-    list position move in the same transaction."""
+    list position move in the same transaction.
+
+    The signature gets the submission's fields (an anonymous one: none of its identity,
+    but its comment), the version it signed, and, when it is new, a random `public_id`
+    for the signer's private links. A withdrawn signature that comes back keeps its
+    `public_id`, and its new comment waits for approval again."""
     pending, letter = _lock_address(session, _public_id_from(token, settings))
     if pending.state == PendingState.CONFIRMED:
         return Verification(pending, letter, already=True)
@@ -412,18 +489,23 @@ def verify_signature(session: Session, *, token: str, settings: Settings) -> Ver
         "email": pending.email if public and pending.contact_ok else None,
         "contact_ok": public and pending.contact_ok,
         "email_domain": pending.email_domain if public else "",
+        "comment": pending.comment,
+        "comment_public_ok": pending.comment_public_ok and bool(pending.comment),
+        "comment_approved": False,
+        "version": pending.version,
         "verified_at": now,
         "position": None,
     }
     letter_id, hashed = pending.letter_id, pending.email_hash
+    public_id = secrets.token_urlsafe(16)
     # A withdrawn signature comes back with this submission's fields; a confirmed or
     # removed one is left alone (no row comes back).
     signature_id = session.scalar(
         upsert(session, Signature)
-        .values(letter_id=letter_id, email_hash=hashed, **values)
+        .values(letter_id=letter_id, email_hash=hashed, public_id=public_id, **values)
         .on_conflict_do_update(
             index_elements=["letter_id", "email_hash"],
-            set_=values,
+            set_={**values, "public_id": func.coalesce(Signature.public_id, public_id)},
             where=Signature.status == SignatureStatus.WITHDRAWN,
         )
         .returning(Signature.id)
@@ -466,6 +548,12 @@ def _public_rows(letter_id: int) -> Select[Signature]:
         Signature.status == SignatureStatus.VERIFIED,
         Signature.hidden.is_(False),
     )
+
+
+def require_public_list(letter: Letter) -> None:
+    """SignersNotPublic unless the letter's organizers publish its signer list."""
+    if not letter.show_signers:
+        raise SignersNotPublic()
 
 
 def to_public(signature: Signature) -> PublicSignature:

@@ -20,8 +20,23 @@ from app.signatures.service import notify_pending, sign_letter, verify_signature
 
 _counter = itertools.count(1)
 
+LETTER_SETTINGS = (
+    "field_title",
+    "field_organization",
+    "field_city",
+    "field_comment",
+    "allow_anonymous",
+    "show_signers",
+    "version",
+)
+"""Letter columns `make_letter` sets on the letter itself after creating it, whether or
+not `LetterCreate` takes them (`version`, for one, it does not)."""
+
 
 def make_letter(session: Session, **overrides: Any) -> Letter:
+    """A letter (open unless `status` says otherwise). `field_comment=FieldRule.REQUIRED`,
+    `allow_anonymous=False`, `show_signers=False`, `version=3` and the like set the
+    letter's settings."""
     number = next(_counter)
     values: dict[str, Any] = {
         "slug": f"letter-{number}",
@@ -33,7 +48,13 @@ def make_letter(session: Session, **overrides: Any) -> Letter:
         "status": LetterStatus.OPEN,
     }
     values.update(overrides)
-    return create_letter(session, data=LetterCreate(**values))
+    letter = create_letter(session, data=LetterCreate(**values))
+    settings = {name: value for name, value in overrides.items() if name in LETTER_SETTINGS}
+    if settings:
+        for name, value in settings.items():
+            setattr(letter, name, value)
+        session.flush()
+    return letter
 
 
 def signature_in(**overrides: Any) -> SignatureIn:

@@ -15,7 +15,7 @@ from sqlalchemy import update
 from app import tokens
 from app.config import Settings
 from app.db import Database, utcnow
-from app.letters.models import Letter, LetterStatus
+from app.letters.models import FieldRule, Letter, LetterStatus
 from app.mail.backends import DevMailbox
 from app.mail.models import OutboxEmail
 from app.main import create_app
@@ -546,3 +546,101 @@ def test_healthz(client: TestClient) -> None:
     response = client.get("/healthz")
     assert response.status_code == 200
     assert response.json()["status"] == "ok"
+
+
+# --- each letter's rules for its signers ---
+
+
+def test_a_required_field_left_empty_is_json_422_and_stores_nothing(
+    app: FastAPI, client: TestClient
+) -> None:
+    letter = add_letter(app, field_title=FieldRule.REQUIRED, field_comment=FieldRule.REQUIRED)
+    response = client.post(_signatures_url(letter.slug), json={**GOOD_FORM, "title": ""})
+
+    error = _is_error(response, 422, "invalid_input")
+    assert error["fields"] == {"title": "required", "comment": "required"}
+    assert count(app, PendingSignature) == 0
+    assert count(app, OutboxEmail) == 0
+
+
+def test_anonymous_on_a_letter_that_refuses_it_is_json_422(
+    app: FastAPI, client: TestClient
+) -> None:
+    letter = add_letter(app, allow_anonymous=False)
+    response = client.post(_signatures_url(letter.slug), json={**GOOD_FORM, "display": "anonymous"})
+
+    error = _is_error(response, 422, "invalid_input")
+    assert error["fields"] == {"display": "not allowed"}
+    assert "does not accept anonymous signatures" in error["detail"]
+    assert count(app, PendingSignature) == 0
+
+
+@pytest.mark.parametrize(
+    "comment", ["x" * 1001, "bell\x07", "\u202eevil"], ids=["too-long", "control", "bidi"]
+)
+def test_a_bad_comment_is_json_422(app: FastAPI, client: TestClient, comment: str) -> None:
+    letter = add_letter(app, field_comment=FieldRule.OPTIONAL)
+    response = client.post(_signatures_url(letter.slug), json={**GOOD_FORM, "comment": comment})
+    assert _is_error(response, 422, "invalid_input")["fields"].keys() == {"comment"}
+    assert count(app, PendingSignature) == 0
+
+
+def test_the_api_stores_what_the_letter_asks_for_and_nothing_else(
+    app: FastAPI, client: TestClient
+) -> None:
+    letter = add_letter(
+        app, field_organization=FieldRule.OFF, field_comment=FieldRule.OPTIONAL, version=4
+    )
+    body = {**GOOD_FORM, "comment": "Line one\nLine two", "comment_public_ok": True}
+    response = client.post(_signatures_url(letter.slug), json=body)
+    assert response.status_code == 202
+    assert response.json() == {"status": "pending"}
+    [pending] = pending_signatures(app)
+    assert pending.organization == ""  # the letter does not ask for it
+    assert (pending.title, pending.city) == (GOOD_FORM["title"], GOOD_FORM["city"])
+    assert (pending.comment, pending.comment_public_ok) == ("Line one\nLine two", True)
+    assert pending.version == 4
+
+
+def test_a_letter_that_does_not_publish_its_signers_answers_404_signers_not_public(
+    app: FastAPI, client: TestClient
+) -> None:
+    letter = add_letter(app, show_signers=False)
+    add_verified_signers(app, letter, {"name": "Grace Hopper"})
+
+    for params in ({}, {"q": "Grace"}, {"limit": 1}):
+        response = client.get(_signatures_url(letter.slug), params=params)
+        error = _is_error(response, 404, "signers_not_public")
+        assert "Grace" not in response.text
+        assert "do not publish" in error["detail"]
+    assert client.get(f"/api/v1/letters/{letter.slug}").json()["signature_count"] == 1
+    _is_error(client.get(_signatures_url("no-such-letter")), 404, "letter_not_found")
+
+
+def test_hidden_signers_are_left_out_of_the_api_list(app: FastAPI, client: TestClient) -> None:
+    letter = add_letter(app)
+    add_verified_signers(app, letter, {"name": "Shown Signer"}, {"name": "Hidden Signer"})
+    with app.state.database.write() as session:
+        session.execute(
+            update(Signature).where(Signature.name == "Hidden Signer").values(hidden=True)
+        )
+    names = [item["name"] for item in client.get(_signatures_url(letter.slug)).json()["items"]]
+    assert names == ["Shown Signer"]
+    assert client.get(f"/api/v1/letters/{letter.slug}").json()["signature_count"] == 2
+
+
+def test_openapi_documents_the_comment_and_the_letters_rules(client: TestClient) -> None:
+    schema = client.get("/api/v1/openapi.json").json()
+    signature_in = schema["components"]["schemas"]["SignatureIn"]
+    comment = signature_in["properties"]["comment"]
+    assert comment["maxLength"] == 1000
+    assert "approves" in comment["description"]
+    assert re.fullmatch(comment["pattern"], "line\r\nline\tx")
+    assert not re.fullmatch(comment["pattern"], "bell\x07")
+    assert signature_in["properties"]["comment_public_ok"]["type"] == "boolean"
+    assert "required" in signature_in["properties"]["organization"]["description"]
+    assert "anonymous" in signature_in["properties"]["display"]["description"]
+    listing = schema["paths"]["/api/v1/letters/{slug}/signatures"]["get"]
+    assert "signers_not_public" in listing["responses"]["404"]["description"]
+    signing = schema["paths"]["/api/v1/letters/{slug}/signatures"]["post"]
+    assert "required" in signing["responses"]["422"]["description"]

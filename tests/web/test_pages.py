@@ -17,7 +17,7 @@ from sqlalchemy import update
 from app import tokens
 from app.config import MailBackend, Settings
 from app.db import Database, utcnow
-from app.letters.models import Letter, LetterStatus
+from app.letters.models import FieldRule, Letter, LetterStatus
 from app.mail.models import OutboxEmail
 from app.main import create_app
 from app.signatures.models import PendingSignature, PendingState, Signature, SignatureStatus
@@ -110,7 +110,7 @@ def test_letter_page_shows_title_tally_progress_and_sign_form(
     assert client.cookies.get("csrf") == token
     for field in ("name", "email", "title", "organization", "city", "display", "contact_ok"):
         assert f'name="{field}"' in page.text
-    assert 'name="comment"' not in page.text  # nothing shows a comment: none is collected
+    assert 'name="comment"' not in page.text  # a letter asks for no comment unless told to
     assert "Grace Hopper" in page.text and "Alan Turing" in page.text
 
 
@@ -695,3 +695,176 @@ def test_odd_slugs_are_404_pages_on_every_database(
             "/letters/a%00b/sign", data={**GOOD_FORM, "csrf_token": csrf}, follow_redirects=False
         )
         assert response.status_code == 404
+
+
+# --- each letter's rules for its signers ---
+
+
+def _sign_form(page_html: str) -> str:
+    match = re.search(
+        r'<form method="post" action="/letters/[^"]+/sign".*?</form>', page_html, re.S
+    )
+    assert match, "no sign form"
+    return match.group(0)
+
+
+def test_the_form_asks_only_for_what_the_letter_asks_for(app: FastAPI, client: TestClient) -> None:
+    letter = add_letter(
+        app,
+        field_title=FieldRule.OFF,
+        field_organization=FieldRule.REQUIRED,
+        field_city=FieldRule.OPTIONAL,
+        field_comment=FieldRule.OPTIONAL,
+        allow_anonymous=False,
+    )
+    form = _sign_form(client.get(f"/letters/{letter.slug}").text)
+
+    assert 'name="title"' not in form
+    assert re.search(
+        r'<label for="f-organization">Organization <span class="req">\(required\)', form
+    )
+    assert re.search(r'id="f-organization" name="organization"[^>]* required', form)
+    assert "Required unless you sign anonymously" not in form  # no anonymous choice here
+    assert re.search(r'<label for="f-city">City</label>', form)
+    assert not re.search(r'id="f-city" name="city"[^>]* required', form)
+    # The comment: a text area with its hint, and the consent to show it.
+    assert re.search(r'<label for="f-comment">Why I signed</label>', form)
+    assert re.search(r'<textarea id="f-comment" name="comment" rows="4" maxlength="1000"', form)
+    assert 'aria-describedby="f-comment-hint"' in form
+    hint = re.search(r'<p class="hint" id="f-comment-hint">([^<]+)</p>', form)
+    assert hint and "organizers read it" in hint.group(1)
+    assert "only if you tick the box below and an organizer approves it" in hint.group(1)
+    assert re.search(
+        r'<input type="checkbox" id="f-comment_public_ok" name="comment_public_ok"', form
+    )
+    # No anonymous choice, and the form says why.
+    assert 'name="display"' not in form
+    assert "does not accept anonymous signatures" in form
+
+
+def test_the_default_form_has_no_comment_and_offers_anonymity(
+    app: FastAPI, client: TestClient, letter: Letter
+) -> None:
+    form = _sign_form(client.get(f"/letters/{letter.slug}").text)
+    for field in ("name", "email", "title", "organization", "city", "contact_ok"):
+        assert f'name="{field}"' in form, field
+    assert 'name="comment"' not in form and 'name="comment_public_ok"' not in form
+    assert 'value="anonymous"' in form
+    assert form.count("(required)") == 2  # name and email
+
+
+def test_a_required_comment_is_marked_and_required_fields_for_public_signers_say_so(
+    app: FastAPI, client: TestClient
+) -> None:
+    letter = add_letter(app, field_comment=FieldRule.REQUIRED, field_city=FieldRule.REQUIRED)
+    form = _sign_form(client.get(f"/letters/{letter.slug}").text)
+    assert re.search(r'<label for="f-comment">Why I signed <span class="req">\(required\)', form)
+    assert re.search(r'<textarea id="f-comment"[^>]* required', form)
+    assert re.search(r'id="f-city-hint">Required unless you sign anonymously.<', form)
+
+
+def test_required_fields_left_empty_re_render_the_form_and_store_nothing(
+    app: FastAPI, client: TestClient
+) -> None:
+    letter = add_letter(
+        app, field_organization=FieldRule.REQUIRED, field_comment=FieldRule.REQUIRED
+    )
+    response = post_sign_form(client, letter.slug, organization=" ", comment="")
+
+    assert response.status_code == 422
+    assert "Please correct the fields marked below." in response.text
+    assert '<p class="error" id="f-organization-error">This field is required.</p>' in response.text
+    assert '<p class="error" id="f-comment-error">This field is required.</p>' in response.text
+    assert re.search(r'<textarea id="f-comment"[^>]* aria-invalid="true"', response.text)
+    summary = re.findall(r'<li><a href="#f-(\w+)">([^<]+)</a></li>', response.text)
+    assert summary == [
+        ("organization", "Organization: This field is required."),
+        ("comment", "Why I signed: This field is required."),
+    ]
+    assert count(app, PendingSignature) == 0
+    assert count(app, OutboxEmail) == 0
+
+
+def test_schema_errors_and_the_letters_rules_are_reported_together(
+    app: FastAPI, client: TestClient
+) -> None:
+    letter = add_letter(app, field_city=FieldRule.REQUIRED)
+    response = post_sign_form(client, letter.slug, email="nope", city="")
+    assert response.status_code == 422
+    summary = [
+        field for field, _ in re.findall(r'<li><a href="#f-(\w+)">([^<]+)</a>', response.text)
+    ]
+    assert summary == ["email", "city"]  # in the form's order
+    assert count(app, PendingSignature) == 0
+
+
+def test_anonymous_signing_refused_by_the_letter_is_a_422_with_a_clear_message(
+    app: FastAPI, client: TestClient
+) -> None:
+    letter = add_letter(app, allow_anonymous=False)
+    response = post_sign_form(client, letter.slug, display="anonymous")
+
+    assert response.status_code == 422
+    message = "This letter does not accept anonymous signatures: sign with your name."
+    assert f'<p class="error" id="f-display" tabindex="-1">{message}</p>' in response.text
+    assert f'<a href="#f-display">Anonymous signature: {message}</a>' in response.text
+    assert count(app, PendingSignature) == 0
+
+
+def test_a_comment_too_long_is_a_422(app: FastAPI, client: TestClient) -> None:
+    letter = add_letter(app, field_comment=FieldRule.OPTIONAL)
+    response = post_sign_form(client, letter.slug, comment="x" * 1001)
+    assert response.status_code == 422
+    assert '<p class="error" id="f-comment-error">Use at most 1000 characters.</p>' in response.text
+    assert count(app, PendingSignature) == 0
+
+
+def test_the_comment_is_kept_as_typed_and_shown_on_the_verify_page(
+    app: FastAPI, client: TestClient
+) -> None:
+    letter = add_letter(app, field_comment=FieldRule.OPTIONAL, field_city=FieldRule.OFF)
+    typed = "Because <b>we</b> care.\r\nAll of us."
+    refused = post_sign_form(client, letter.slug, name="", comment=typed, comment_public_ok="yes")
+    assert refused.status_code == 422  # what was typed comes back, escaped
+    assert "Because &lt;b&gt;we&lt;/b&gt; care." in refused.text
+    assert re.search(r'name="comment_public_ok" value="yes"\s+checked', refused.text)
+
+    response = post_sign_form(client, letter.slug, comment=typed, comment_public_ok="yes")
+    assert response.status_code == 303
+    [pending] = pending_signatures(app)
+    assert (pending.comment, pending.comment_public_ok) == (
+        "Because <b>we</b> care.\nAll of us.",
+        True,
+    )
+    assert pending.city == ""  # sent, but the letter does not ask for it
+    deliver(app)
+    [link] = _mailbox_links(client)
+    page = client.get(link)
+    assert (
+        '<span class="comment-text">Because &lt;b&gt;we&lt;/b&gt; care.\nAll of us.</span>'
+        in page.text
+    )
+    assert "shown in public only if an organizer approves it" in page.text
+    client.post(link, data={"csrf_token": csrf_from(page.text)})
+    [signature] = signatures(app)
+    assert (signature.comment, signature.comment_public_ok) == (pending.comment, True)
+    assert signature.public_id and signature.version == 1
+    assert pending_signatures(app)[0].comment == ""
+
+
+def test_a_letter_that_keeps_its_signers_to_itself(app: FastAPI, client: TestClient) -> None:
+    letter = add_letter(app, show_signers=False)
+    add_verified_signers(app, letter, {"name": "Grace Hopper", "organization": "Navy"})
+
+    page = client.get(f"/letters/{letter.slug}")
+    assert page.status_code == 200
+    assert tally_on(page.text) == 1  # the tally stays public
+    assert "Grace Hopper" not in page.text and "Recent signers" not in page.text
+    assert f'href="/letters/{letter.slug}/signers"' not in page.text
+
+    for params in ({}, {"q": "Grace"}):
+        signers = client.get(f"/letters/{letter.slug}/signers", params=params)
+        assert signers.status_code == 200
+        assert "chose not to publish the list of signers" in signers.text
+        assert "Grace Hopper" not in signers.text and "Navy" not in signers.text
+        assert tally_on(signers.text) == 1
