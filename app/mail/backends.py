@@ -33,10 +33,17 @@ class Backend(Protocol):
     def send(self, message: EmailMessage) -> None: ...
 
 
+SEND_POLICY = policy.default.clone(refold_source="none")
+"""The outbox's own header fields (`List-Unsubscribe`, …) go out exactly as stored: the
+default policy RFC 2047-encodes a long field with no space to fold at (a link in angle
+brackets), which mail providers would not read as a link. Every other field is built
+and folded as usual. (`enqueue` lets only one-line ASCII values in.)"""
+
+
 def build_message(email: OutboxEmail, *, mail_from: str) -> EmailMessage:
     if email.to_address is None:
         raise PermanentMailError("The address was already deleted.")
-    message = EmailMessage()
+    message = EmailMessage(policy=SEND_POLICY)
     message["From"] = mail_from
     message["To"] = email.to_address
     message["Subject"] = email.subject
@@ -44,7 +51,10 @@ def build_message(email: OutboxEmail, *, mail_from: str) -> EmailMessage:
     message["Message-ID"] = email.message_id
     message["Auto-Submitted"] = "auto-generated"
     for name, value in email.headers.items():
-        message[name] = value
+        if value.isascii() and value.isprintable():  # one line: nothing to inject
+            message.set_raw(name, value)
+        else:
+            message[name] = value  # folded (or refused) by the policy
     message.set_content(email.text_body)
     message.add_alternative(email.html_body, subtype="html")
     return message
@@ -60,7 +70,8 @@ class DevMailbox:
         self.directory.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
         with os.fdopen(fd, "wb") as handle:
-            handle.write(message.as_bytes(policy=policy.SMTP))
+            # The message's own policy (with CRLF), as SMTP sends it: see SEND_POLICY.
+            handle.write(message.as_bytes(policy=message.policy.clone(linesep="\r\n")))
         name = f"{time_ns_name()}.eml"
         os.replace(tmp, self.directory / name)
 

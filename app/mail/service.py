@@ -3,6 +3,7 @@ addresses and link tokens out of error texts and logs (`redact`)."""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from email.utils import make_msgid
 from typing import Any
@@ -17,6 +18,10 @@ from app.mail.models import OutboxEmail, OutboxStatus
 from app.templating import render_blocks
 
 SENT_RETENTION = timedelta(days=7)
+MAX_HEADER_LINE = 998
+"""RFC 5322's limit on a line, CRLF excluded."""
+_HEADER_NAME = re.compile(r"[!-9;-~]+")
+"""RFC 5322 field names: printable ASCII except the colon."""
 
 FORGOTTEN: dict[str, Any] = {
     "to_address": None,
@@ -36,9 +41,18 @@ def enqueue(
     kind: str,
     to: str,
     context: dict[str, Any],
+    headers: dict[str, str] | None = None,
 ) -> OutboxEmail:
     """Render `templates/emails/{kind}.jinja` (blocks subject, text, html) into the
-    outbox, in the caller's transaction. The worker delivers it after commit."""
+    outbox, in the caller's transaction. The worker delivers it after commit.
+
+    `headers`: more header fields, such as `List-Unsubscribe`; each value one line of
+    ASCII (they are sent as written, never re-encoded: see `backends.build_message`)."""
+    for name, value in (headers or {}).items():
+        if not (_HEADER_NAME.fullmatch(name) and value.isascii() and value.isprintable()):
+            raise ValueError(f"not a header field this outbox can send as written: {name!r}")
+        if len(name) + 2 + len(value) > MAX_HEADER_LINE:
+            raise ValueError(f"header field {name!r} is too long")
     parts = render_blocks(f"emails/{kind}.jinja", context)
     email = OutboxEmail(
         kind=kind,
@@ -48,7 +62,7 @@ def enqueue(
         subject=" ".join(parts["subject"].split()),
         text_body=parts["text"] + "\n",
         html_body=parts["html"],
-        headers={},
+        headers=dict(headers or {}),
         message_id=make_msgid(domain=urlsplit(settings.base_url).hostname or "localhost"),
         status=OutboxStatus.PENDING,
         next_attempt_at=utcnow(),

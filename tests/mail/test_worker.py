@@ -449,7 +449,11 @@ def test_letter_title_with_a_line_break_still_makes_a_valid_subject(
 ) -> None:
     settings = smtp_settings
     with db.write() as session:
-        slug = make_letter(session, title="Cancel the contracts\r\nBcc: everyone@example.org").slug
+        letter = make_letter(session)
+        # Forms refuse control characters in a title; a letter stored by other means (an
+        # older version, the database itself) must still make a valid email.
+        letter.title = "Cancel the contracts\r\nBcc: everyone@example.org"
+        slug = letter.slug
     add_signer(db, settings, slug, "ada@example.org")
 
     assert deliver_due(db, SmtpBackend(settings), settings=settings) == 1
