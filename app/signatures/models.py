@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, UTCDateTime, str_enum, utcnow
@@ -134,6 +134,14 @@ class Signature(SignerFields, Base):
         # Moderation: a filter or a bulk invalidation by email domain.
         Index("ix_signatures_letter_id_email_domain", "letter_id", "email_domain"),
         Index("uq_signatures_public_id", "public_id", unique=True),
+        # The public letter page's approved comments: a few rows of a big letter.
+        Index(
+            "ix_signatures_approved_comments",
+            "letter_id",
+            "position",
+            postgresql_where=text("comment_approved"),
+            sqlite_where=text("comment_approved"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

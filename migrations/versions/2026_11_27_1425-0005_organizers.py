@@ -161,6 +161,13 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('version', sa.Integer(), nullable=False, server_default='1'))
         batch_op.create_index('ix_signatures_letter_id_email_domain', ['letter_id', 'email_domain'], unique=False)
         batch_op.create_index('uq_signatures_public_id', ['public_id'], unique=True)
+        batch_op.create_index(
+            'ix_signatures_approved_comments',
+            ['letter_id', 'position'],
+            unique=False,
+            postgresql_where=sa.text('comment_approved'),
+            sqlite_where=sa.text('comment_approved'),
+        )
     for trigger in triggers:
         op.execute(trigger)
 
@@ -183,6 +190,7 @@ def downgrade() -> None:
     triggers = _signature_triggers()
     with op.batch_alter_table('signatures', schema=None) as batch_op:
         batch_op.drop_constraint(op.f('ck_signatures_removal_reason'), type_='check')
+        batch_op.drop_index('ix_signatures_approved_comments')
         batch_op.drop_index('uq_signatures_public_id')
         batch_op.drop_index('ix_signatures_letter_id_email_domain')
         batch_op.drop_column('version')
