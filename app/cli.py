@@ -161,6 +161,10 @@ def serve(
         )
     if settings.mail_backend == "dev":
         typer.echo(f"Dev mailbox: {urls.dev_mailbox_url(settings.base_url)}")
+    typer.echo(
+        f"Organizers sign in at {urls.login_url(settings.base_url)} "
+        "(make the first account with: undersigned admin create YOU@EXAMPLE.ORG)"
+    )
     uvicorn.run(
         "app.main:create_app_from_env",
         factory=True,
@@ -616,7 +620,7 @@ def admin_create(
     elif existing is not None:
         typer.echo(f"{address} is now an admin.")
     else:
-        typer.echo(f"Admin {address} created. They sign in at {settings.base_url}/login")
+        typer.echo(f"Admin {address} created. They sign in at {urls.login_url(settings.base_url)}")
 
 
 @cli.command()

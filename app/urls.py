@@ -18,3 +18,17 @@ def verify_url(base_url: str, token: str) -> str:
 
 def dev_mailbox_url(base_url: str) -> str:
     return f"{base_url}/dev/mail"
+
+
+def login_url(base_url: str, token: str | None = None) -> str:
+    """The sign-in page, or a sign-in link when `token` (a signed opaque id) is given."""
+    return f"{base_url}/login/{token}" if token else f"{base_url}/login"
+
+
+def dashboard_letter_url(base_url: str, slug: str) -> str:
+    return f"{base_url}/dashboard/letters/{quote(slug)}"
+
+
+def unsubscribe_url(base_url: str, token: str) -> str:
+    """The one-click unsubscribe link of an update email (RFC 8058)."""
+    return f"{base_url}/unsubscribe/{token}"

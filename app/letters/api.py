@@ -10,12 +10,14 @@ from app import urls
 from app.config import Settings
 from app.errors import LetterNotFound
 from app.letters import service as letters
+from app.letters.models import SIGNER_FIELDS
 from app.letters.schemas import (
     SLUG_MAX_LENGTH,
     SLUG_PATTERN,
     LetterDetailOut,
     LetterList,
     LetterOut,
+    SignerFieldsOut,
 )
 from app.web.deps import AppSettings, ReadSession
 from app.web.errors import error_responses
@@ -75,4 +77,9 @@ def get_letter(slug: LetterSlug, session: ReadSession, settings: AppSettings) ->
         body_html=found.letter.body_html,
         addressed_to=found.letter.addressed_to,
         published_at=found.letter.published_at,
+        signer_fields=SignerFieldsOut(
+            **{field: found.letter.field_rule(field) for field in SIGNER_FIELDS}
+        ),
+        allow_anonymous=found.letter.allow_anonymous,
+        show_signers=found.letter.show_signers,
     )

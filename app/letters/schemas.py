@@ -246,10 +246,22 @@ class LetterOut(BaseModel):
     url: str
 
 
+class SignerFieldsOut(BaseModel):
+    """What the sign form asks for besides `name` and `email` (always required)."""
+
+    title: FieldRule
+    organization: FieldRule
+    city: FieldRule
+    comment: FieldRule
+
+
 class LetterDetailOut(LetterOut):
     body_html: str
     addressed_to: str
     published_at: datetime | None
+    signer_fields: SignerFieldsOut
+    allow_anonymous: bool = Field(description="Whether `display` may be `anonymous`.")
+    show_signers: bool = Field(description="Whether the signer list is public.")
 
 
 class LetterList(BaseModel):

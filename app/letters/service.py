@@ -629,8 +629,8 @@ def invite_to_team(
             "letter": letter,
             "role": role.value,
             "invited_by": actor.label,
-            "login_url": f"{settings.base_url}/login",
-            "dashboard_url": f"{settings.base_url}/dashboard/letters/{letter.slug}",
+            "login_url": urls.login_url(settings.base_url),
+            "dashboard_url": urls.dashboard_letter_url(settings.base_url, letter.slug),
             "letter_url": urls.letter_url(settings.base_url, letter.slug),
         },
     )

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, delete, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
-from app import tokens
+from app import tokens, urls
 from app.config import Settings
 from app.db import utcnow
 from app.errors import InvalidToken
@@ -70,7 +70,7 @@ def login_token(settings: Settings, link_id: str) -> str:
 
 
 def login_url(settings: Settings, link_id: str) -> str:
-    return f"{settings.base_url}/login/{login_token(settings, link_id)}"
+    return urls.login_url(settings.base_url, login_token(settings, link_id))
 
 
 ADDRESS_LOCKS = 0x6C6F676E  # "logn": the advisory-lock namespace for sign-in addresses

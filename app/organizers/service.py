@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from app import tokens
+from app import tokens, urls
 from app.config import Settings
 from app.db import upsert, utcnow
 from app.errors import Forbidden, InvalidInput, LetterNotFound, NotFound, NotSignedIn
@@ -105,7 +105,7 @@ def invite_organizer(
         settings=settings,
         kind="organizer_invite",
         to=organizer.email,
-        context={"base_url": settings.base_url, "login_url": f"{settings.base_url}/login"},
+        context={"base_url": settings.base_url, "login_url": urls.login_url(settings.base_url)},
     )
     record(
         session,

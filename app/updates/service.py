@@ -244,7 +244,7 @@ def unsubscribe_url(settings: Settings, public_id: str) -> str:
     signature's random public id, never an address; it has no age limit, since an old
     email's link must still work."""
     token = tokens.issue(settings.secret, tokens.Purpose.UNSUBSCRIBE, public_id)
-    return f"{settings.base_url}/unsubscribe/{token}"
+    return urls.unsubscribe_url(settings.base_url, token)
 
 
 @dataclass(frozen=True, slots=True)

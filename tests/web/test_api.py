@@ -37,7 +37,14 @@ from tests.web.flows import (
 )
 
 LETTER_KEYS = {"slug", "title", "summary", "status", "signature_count", "goal", "closes_at", "url"}
-DETAIL_KEYS = LETTER_KEYS | {"body_html", "addressed_to", "published_at"}
+DETAIL_KEYS = LETTER_KEYS | {
+    "body_html",
+    "addressed_to",
+    "published_at",
+    "signer_fields",
+    "allow_anonymous",
+    "show_signers",
+}
 SIGNER_KEYS = {"name", "title", "organization", "city", "verified_domain", "signed_on"}
 
 
@@ -112,6 +119,36 @@ def test_letter_detail_adds_body_recipient_and_publication_date(
     published = datetime.fromisoformat(body["published_at"])
     assert abs(published - utcnow()) < timedelta(minutes=1)
     assert body["signature_count"] == 0
+    # What the sign form asks for, so that an API client can build its own.
+    assert body["signer_fields"] == {
+        "title": "optional",
+        "organization": "optional",
+        "city": "optional",
+        "comment": "off",
+    }
+    assert body["allow_anonymous"] is True
+    assert body["show_signers"] is True
+
+
+def test_letter_detail_says_which_signer_fields_a_letter_asks_for(
+    app: FastAPI, client: TestClient
+) -> None:
+    letter = add_letter(
+        app,
+        field_title="off",
+        field_organization="required",
+        field_comment="optional",
+        allow_anonymous=False,
+        show_signers=False,
+    )
+    body = client.get(f"/api/v1/letters/{letter.slug}").json()
+    assert body["signer_fields"] == {
+        "title": "off",
+        "organization": "required",
+        "city": "optional",
+        "comment": "optional",
+    }
+    assert (body["allow_anonymous"], body["show_signers"]) == (False, False)
 
 
 def test_unknown_or_draft_letters_are_json_404(app: FastAPI, client: TestClient) -> None:
