@@ -125,6 +125,8 @@ def _respond(
     response = render(request, template, context, status_code=status)
     for name, value in (headers or {}).items():
         response.headers[name] = value
+    if request.url.path.startswith("/dashboard"):
+        response.headers["cache-control"] = "no-store"  # an organizer's pages, errors too
     return response
 
 
