@@ -4,9 +4,15 @@ A 60-character name, a URL given as an organization, a letter title or a word in
 letter longer than the screen is wide: each must wrap, not widen the page. Tables in a
 letter are the one thing allowed to be wider, inside their own box that scrolls.
 
+The organizers' pages too: the dashboard's tables (letters, signatures, team, audit log,
+organizers) hold the same long words, and on a phone each row becomes a card rather
+than a column squeezed to one letter a line.
+
 Chromium (Playwright) at 320 x 640 CSS px against the real app in uvicorn, seeded
-through the services (letters) and the signing factories (confirmed signers). Full-page
-screenshots go to `test-artifacts/narrow-*.png` for a human to look at.
+through the services (letters, moderation, delivery) and the signing factories
+(confirmed signers); the dashboard's pages in a browser signed in as an admin with a
+session cookie the services made. Full-page screenshots go to
+`test-artifacts/narrow-*.png` for a human to look at.
 """
 
 from __future__ import annotations
@@ -20,19 +26,25 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from app.config import Settings
-from app.db import Database
-from app.letters.models import LetterStatus
-from app.letters.schemas import LetterCreate
-from app.letters.service import create_letter
+from app.db import Database, utcnow
+from app.letters.delivery import mark_delivered, record_response
+from app.letters.models import FieldRule, LetterStatus
+from app.letters.schemas import LetterCreate, LetterFields
+from app.letters.service import create_letter, current_fields, edit_letter, invite_to_team
+from app.organizers.models import Role
+from app.organizers.service import Actor, start_session
+from app.organizers.web import session_cookie_name
+from app.signatures.moderation import set_comment_approved
 from app.signatures.service import verify_signature
 from tests.support.browser import axe_violations, chromium
 from tests.support.config import REPO_ROOT, make_settings
-from tests.support.factories import sign, verify_token
+from tests.support.factories import sign, sign_and_confirm, verify_token
 from tests.support.live import serve
+from tests.support.organizers import make_organizer
 from tests.support.ports import free_socket
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Page
+    from playwright.sync_api import Browser, BrowserContext, Page
 
 pytestmark = pytest.mark.browser
 
@@ -65,8 +77,12 @@ Inline `{LONG_URL}` code, and a block:
 """,
     addressed_to=f"The {LONG_WORD} board",
     goal=1000,
+    from_name=f"The {LONG_WORD} group",
+    from_url=LONG_URL,
+    field_comment=FieldRule.OPTIONAL,
     status=LetterStatus.OPEN,
 )
+ADMIN = f"{LONG_NAME.lower()}@{LONG_URL.split('/')[2]}"
 
 SIGNERS: list[dict[str, Any]] = [
     {"name": LONG_NAME, "title": LONG_WORD, "organization": LONG_URL, "city": LONG_WORD},
@@ -78,12 +94,17 @@ SIGNERS: list[dict[str, Any]] = [
 @dataclass
 class Site:
     base_url: str
+    cookie: tuple[str, str]
+    """The admin's session cookie (name, value), for the dashboard's pages."""
 
     def url(self, path: str) -> str:
         return f"{self.base_url}{path}"
 
 
-def _seed(database: Database, settings: Settings) -> None:
+def _seed(database: Database, settings: Settings) -> tuple[str, str]:
+    """The letters and signers, and everything the dashboard shows about them: a long
+    comment, approved; an edit after signatures; delivery and a response; a team member
+    and an admin with long addresses. Returns the admin's session cookie."""
     with database.write() as session:
         letter = create_letter(session, data=LETTER)
         create_letter(
@@ -93,6 +114,30 @@ def _seed(database: Database, settings: Settings) -> None:
         for person in SIGNERS:
             pending = sign(session, letter, settings, **person)
             verify_signature(session, token=verify_token(settings, pending), settings=settings)
+        admin = make_organizer(session, ADMIN, is_admin=True)
+        actor = Actor(admin)
+        commented = sign_and_confirm(
+            session, letter, settings, name=LONG_NAME, organization=LONG_URL,
+            comment=f"{LONG_WORD} {LONG_URL}", comment_public_ok=True, contact_ok=True,
+        )  # fmt: skip
+        assert commented.position is not None
+        set_comment_approved(
+            session, actor=actor, letter_id=letter.id, position=commented.position, approved=True
+        )
+        fields = current_fields(letter)
+        fields["body_markdown"] = f"{LETTER.body_markdown}\n{LONG_WORD} {LONG_URL}\n"
+        assert edit_letter(session, letter=letter, data=LetterFields(**fields), actor=actor)
+        invite_to_team(
+            session, letter=letter, email=f"{LONG_WORD.lower()}@example.org", role=Role.EDITOR,
+            actor=actor, settings=settings,
+        )  # fmt: skip
+        mark_delivered(session, letter=letter, actor=actor, on=utcnow().date())
+        record_response(
+            session, letter=letter, actor=actor, on=utcnow().date(),
+            text=f"{LONG_WORD}\n\n{LONG_URL}", link=f"{LONG_URL}/{LONG_WORD}",
+        )  # fmt: skip
+        value = start_session(session, organizer=admin, settings=settings)
+    return session_cookie_name(settings), value
 
 
 @pytest.fixture(scope="module")
@@ -103,10 +148,10 @@ def site(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Ite
     database = Database(f"sqlite:///{path}")
     sock, base_url = free_socket()
     settings = make_settings(tmp_path, database.url, base_url=base_url, run_mail_worker=False)
-    _seed(database, settings)
+    cookie = _seed(database, settings)
     try:
         with serve(sock, settings):
-            yield Site(base_url)
+            yield Site(base_url, cookie)
     finally:
         database.dispose()
 
@@ -125,7 +170,25 @@ PAGES = {
     "check-email": (f"/letters/{SLUG}/check-email", 200),
     "error-not-found": (f"/letters/{'x' * 80}", 404),
     "error-bad-link": ("/verify/not-a-real-token", 400),
+    "changes": (f"/letters/{SLUG}/changes", 200),
+    "login": ("/login", 200),
 }
+DASHBOARD = f"/dashboard/letters/{SLUG}"
+DASHBOARD_PAGES = {
+    "dashboard": ("/dashboard", 200),
+    "dashboard-new": ("/dashboard/letters/new", 200),
+    "dashboard-overview": (DASHBOARD, 200),
+    "dashboard-edit": (f"{DASHBOARD}/edit", 200),
+    "dashboard-signatures": (f"{DASHBOARD}/signatures?status=all", 200),
+    "dashboard-bulk-preview": (f"{DASHBOARD}/signatures/bulk?domain=example.org", 200),
+    "dashboard-updates": (f"{DASHBOARD}/updates", 200),
+    "dashboard-delivery": (f"{DASHBOARD}/delivery", 200),
+    "dashboard-team": (f"{DASHBOARD}/team", 200),
+    "dashboard-audit": (f"{DASHBOARD}/audit", 200),
+    "dashboard-organizers": ("/dashboard/organizers", 200),
+    "dashboard-packet": (f"{DASHBOARD}/packet", 200),
+}
+PAGES.update(DASHBOARD_PAGES)
 
 # Elements that stick out past the right edge of the screen, outside a box that scrolls
 # (for the failure message: scrollWidth says that something does, not what).
@@ -142,6 +205,25 @@ WIDE_ELEMENTS = """(width) => {
 }"""
 
 
+# Table cells narrower than a line of words: on a phone a dashboard table's rows stack
+# as cards, each cell a full-width line, instead of columns a few letters wide.
+SQUEEZED_CELLS = """(least) => [
+  ...document.querySelectorAll(".dashboard-table td, .moderation-table td"),
+].filter(td => td.getBoundingClientRect().width < least)
+  .map(td => td.innerText.slice(0, 40))"""
+
+
+def _context(browser: Browser, site: Site, name: str) -> BrowserContext:
+    """A phone's browser, signed in as the admin for the dashboard's pages."""
+    context = browser.new_context(
+        viewport={"width": WIDTH, "height": 640}, is_mobile=True, has_touch=True
+    )
+    if name in DASHBOARD_PAGES:
+        cookie_name, cookie_value = site.cookie
+        context.add_cookies([{"name": cookie_name, "value": cookie_value, "url": site.base_url}])
+    return context
+
+
 def _open(page: Page, site: Site, path: str, status: int) -> None:
     response = page.goto(site.url(path))
     assert response is not None
@@ -152,14 +234,14 @@ def _open(page: Page, site: Site, path: str, status: int) -> None:
 @pytest.mark.parametrize("name", list(PAGES))
 def test_nothing_is_wider_than_a_320px_screen(browser: Browser, site: Site, name: str) -> None:
     path, status = PAGES[name]
-    context = browser.new_context(
-        viewport={"width": WIDTH, "height": 640}, is_mobile=True, has_touch=True
-    )
+    context = _context(browser, site, name)
     page = context.new_page()
     try:
         _open(page, site, path, status)
-        if name in ("letter", "signers"):
+        if name in ("letter", "signers", "dashboard-signatures", "dashboard-packet"):
             assert LONG_NAME in page.locator("main").inner_text(), "the signers are shown"
+        if name in DASHBOARD_PAGES:
+            assert not page.url.endswith("/login"), "the session cookie did not sign in"
         scroll_width, inner_width = page.evaluate(
             "[document.documentElement.scrollWidth, window.innerWidth]"
         )
@@ -167,6 +249,7 @@ def test_nothing_is_wider_than_a_320px_screen(browser: Browser, site: Site, name
         page.screenshot(path=str(ARTIFACTS / f"narrow-{name}.png"), full_page=True)
         assert scroll_width <= WIDTH, page.evaluate(WIDE_ELEMENTS, WIDTH)
         assert inner_width == WIDTH, "the phone zoomed out to fit something wide"
+        assert page.evaluate(SQUEEZED_CELLS, WIDTH - 80) == [], "a table's rows should stack"
     finally:
         context.close()
 
@@ -193,11 +276,14 @@ def test_a_wide_table_scrolls_inside_its_own_box(browser: Browser, site: Site) -
         context.close()
 
 
-@pytest.mark.parametrize("name", ["letter", "signers"])
+@pytest.mark.parametrize(
+    "name", ["letter", "signers", "dashboard", "dashboard-signatures", "dashboard-audit"]
+)
 def test_the_long_words_pages_pass_axe_at_320px(browser: Browser, site: Site, name: str) -> None:
-    """The scrolling table box, the styled table and the wrapped words, under axe-core's
-    WCAG 2.x A and AA rules (as test_accessibility.py runs them on the demo pages)."""
-    context = browser.new_context(viewport={"width": WIDTH, "height": 640}, is_mobile=True)
+    """The scrolling table box, the styled table and the wrapped words, and the
+    dashboard's tables as cards, under axe-core's WCAG 2.x A and AA rules (as
+    test_accessibility.py runs them on the demo pages)."""
+    context = _context(browser, site, name)
     page = context.new_page()
     try:
         _open(page, site, *PAGES[name])
