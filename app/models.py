@@ -4,6 +4,7 @@ from __future__ import annotations
 
 
 def import_all() -> None:
+    import app.abuse.models
     import app.keycheck
     import app.letters.models
     import app.mail.models

@@ -30,6 +30,7 @@ EXPECTED_TABLES = {
     "signatures",
     "pending_signatures",
     "letter_versions",
+    "abuse_events",
     "letter_roles",
     "letter_updates",
     "organizers",

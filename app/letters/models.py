@@ -4,6 +4,7 @@ from datetime import date, datetime
 from enum import StrEnum
 
 from sqlalchemy import (
+    JSON,
     Boolean,
     CheckConstraint,
     ColumnElement,
@@ -84,6 +85,11 @@ class Letter(Base):
         str_enum(FieldRule, "field_comment_rule"), default=FieldRule.OFF
     )
     allow_anonymous: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Email domains (lower-case, one per item): addresses at a forbidden domain cannot
+    # sign; when `required_domains` is not empty, only addresses at those domains can
+    # (an employees-only letter).
+    forbidden_domains: Mapped[list[str]] = mapped_column(JSON, default=list)
+    required_domains: Mapped[list[str]] = mapped_column(JSON, default=list)
     show_signers: Mapped[bool] = mapped_column(Boolean, default=True)
 
     # The text's versions (`LetterVersion`): the number of the current one, and when

@@ -25,10 +25,19 @@ class OutboxEmail(Base):
     """
 
     __tablename__ = "outbox_emails"
-    __table_args__ = (Index("ix_outbox_emails_due", "status", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_outbox_emails_due", "status", "next_attempt_at"),
+        Index("ix_outbox_emails_due_priority", "status", "priority", "next_attempt_at"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(String(40))
+    priority: Mapped[int] = mapped_column(
+        Integer, default=0, doc="0: a person is waiting (links, sign-in); 1: bulk (updates)."
+    )
+    fairness_key: Mapped[str] = mapped_column(
+        String(64), default="", doc="Emails are served in turn across these (recipient domains)."
+    )
     to_address: Mapped[str | None] = mapped_column(String(254))
     subject: Mapped[str] = mapped_column(String(300))
     text_body: Mapped[str] = mapped_column(Text)

@@ -100,6 +100,12 @@ class PendingSignature(SignerFields, Base):
     expires_at: Mapped[datetime] = mapped_column(
         UTCDateTime, doc="When its link expires (or would): then the row is deleted."
     )
+    source_hash: Mapped[str] = mapped_column(
+        String(64),
+        default="",
+        doc="A keyed hash of the submitting client's network (never the IP): the worker "
+        "serves sources in turn, so one flooding source cannot delay everyone's links.",
+    )
 
 
 def _trigram_index(column: str) -> Index:
