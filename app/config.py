@@ -11,6 +11,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
+from limits import parse_many
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -84,10 +85,41 @@ class Settings(BaseSettings):
     smtp_timeout_seconds: float = 20.0
     mail_from: str = "Undersigned <letters@localhost>"
 
-    rate_limit_storage: str = "memory://"
+    rate_limit_storage: str = Field(
+        default="memory://",
+        description="Where rate limits count: memory:// (one process) or redis://host:port/db "
+        "(shared by every process).",
+    )
     rate_limits: bool = True
+    rate_limit_sign: str = Field(
+        default="30/minute;300/hour",
+        description="Sign requests per client per letter (the form and the API together).",
+    )
+    rate_limit_login_address: str = Field(
+        default="10/hour", description="Sign-in link requests per email address."
+    )
+    rate_limit_login_client: str = Field(
+        default="10/minute;50/hour", description="Sign-in link requests per client."
+    )
+    rate_limit_api: str = Field(
+        default="600/minute", description="Requests to /api/v1 per client, all routes together."
+    )
+    rate_limit_key_prefix: str = Field(
+        default="undersigned",
+        max_length=100,
+        description="Prefix of the rate limits' keys in Redis (several sites may share one).",
+    )
+    form_min_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        le=600,
+        description="A sign form sent sooner after it was shown is taken for a bot's (the "
+        "same answer, nothing stored). 0 turns the form's timestamp check off.",
+    )
     trusted_proxies: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="Proxy IPs, comma-separated (or a JSON list)."
+        default_factory=list,
+        description="Proxy IPs or networks, comma-separated (or a JSON list), whose "
+        "X-Forwarded-For is believed.",
     )
     verify_max_age_days: int = Field(default=7, ge=1, le=60)
 
@@ -136,6 +168,20 @@ class Settings(BaseSettings):
             if value.startswith("["):
                 return json.loads(value)
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator(
+        "rate_limit_sign", "rate_limit_login_address", "rate_limit_login_client", "rate_limit_api"
+    )
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        # `limits` notation: "30/minute;300/hour" (also "30 per minute", "5/10 minutes").
+        try:
+            parse_many(value)
+        except ValueError:
+            raise ValueError(
+                "not a rate limit: write it like 30/minute or 30/minute;300/hour"
+            ) from None
         return value
 
     @field_validator("secret_key")

@@ -7,14 +7,18 @@ import logging
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from urllib.parse import urlsplit
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.orm import Session
 from starlette.responses import Response
 
 from app import urls
+from app.abuse import dashboard as abuse_dashboard
+from app.abuse import service as abuse
 from app.config import STATIC_DIR, MailBackend, Settings
 from app.db import Database
 from app.jobs import run_worker
@@ -30,7 +34,7 @@ from app.signatures import dashboard as signatures_dashboard
 from app.signatures import delivery as signatures_delivery
 from app.signatures import pages as signatures_pages
 from app.updates import pages as updates_pages
-from app.web import dev, errors
+from app.web import dev, errors, ratelimit
 from app.web.security import (
     BodyLimitMiddleware,
     HeaderLimitMiddleware,
@@ -96,6 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(SecurityMiddleware, secure=settings.secure_cookies)
     errors.install(app)
     errors.document_api(app)  # /api/v1/openapi.json: /api/v1 only, errors as ErrorOut
+    ratelimit.install(app, settings, recorder=partial(_record_refusal, settings))
     for router in (
         letters_pages.router,
         signatures_pages.router,
@@ -107,6 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         signatures_dashboard.router,
         signatures_delivery.router,
         updates_pages.router,
+        abuse_dashboard.router,
     ):
         app.include_router(router)
     if settings.mail_backend == MailBackend.DEV:
@@ -131,6 +137,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"status": "ok", "database": "ok"})
 
     return app
+
+
+def _record_refusal(settings: Settings, session: Session, refusal: ratelimit.Refusal) -> None:
+    abuse.record_rate_limited(
+        session, secret_key=settings.secret, ip=refusal.ip, letter_slug=refusal.letter_slug
+    )
 
 
 def create_app_from_env() -> FastAPI:

@@ -23,6 +23,8 @@ class Purpose(StrEnum):
     UNSUBSCRIBE = "unsubscribe"
     LIST_CURSOR = "list-cursor"
     CSRF = "csrf"
+    FORM_RENDERED = "form-rendered"
+    """The sign form's render time (milliseconds), to tell a bot's instant post."""
 
 
 @lru_cache(maxsize=32)

@@ -19,10 +19,12 @@ from app.letters.schemas import (
     LetterOut,
     SignerFieldsOut,
 )
+from app.web import ratelimit
 from app.web.deps import AppSettings, ReadSession
 from app.web.errors import error_responses
 
-router = APIRouter(prefix="/api/v1", tags=["letters"])
+# Every route counts against the API's limit per client, before it takes a session.
+router = APIRouter(prefix="/api/v1", tags=["letters"], dependencies=[Depends(ratelimit.limit_api)])
 
 
 def letter_slug(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse
 from pydantic import ValidationError
 from starlette.responses import Response
@@ -25,6 +25,7 @@ from app.organizers.web import (
     set_session_cookie,
     signed_in,
 )
+from app.web import ratelimit
 from app.web.deps import AppSettings, ReadSession, WriteSession
 from app.web.rendering import render
 from app.web.security import check_csrf
@@ -62,7 +63,15 @@ def login_form(request: Request) -> Response:
     return _login_form(request)
 
 
-@router.post("/login")
+def _login_limits(request: Request, email: Annotated[str, Form()] = "") -> None:
+    """Per client, then per address (any address alike, whether it is an organizer's
+    or not: the limit tells nothing). Before the request takes its session."""
+    ratelimit.check(request, ratelimit.LOGIN_CLIENT)
+    if email.strip():
+        ratelimit.check(request, ratelimit.LOGIN_ADDRESS, address=email)
+
+
+@router.post("/login", dependencies=[Depends(_login_limits)])
 def ask_for_link(
     request: Request,
     session: WriteSession,

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query, Request
 
+from app.abuse import service as abuse
 from app.letters import service as letters
 from app.letters.api import LetterSlug
 from app.signatures import service as signatures
@@ -18,10 +19,15 @@ from app.signatures.schemas import (
     VerifyIn,
     VerifyOut,
 )
+from app.web import ratelimit
+from app.web.client import client_of
 from app.web.deps import AppSettings, ReadSession, WriteSession
 from app.web.errors import JSON_BODY_422, error_responses
 
-router = APIRouter(prefix="/api/v1", tags=["signatures"])
+# Every route counts against the API's limit per client, before it takes a session.
+router = APIRouter(
+    prefix="/api/v1", tags=["signatures"], dependencies=[Depends(ratelimit.limit_api)]
+)
 
 
 @router.get(
@@ -89,9 +95,15 @@ def list_signatures(
             "accept anonymous signatures (`display`)."
         },
     ),
+    # Signing's own limit per client per letter (the form's too), before the session.
+    dependencies=[Depends(ratelimit.limit_signing)],
 )
 def sign_letter(
-    slug: LetterSlug, data: SignatureIn, session: WriteSession, settings: AppSettings
+    request: Request,
+    slug: LetterSlug,
+    data: SignatureIn,
+    session: WriteSession,
+    settings: AppSettings,
 ) -> SignatureAccepted:
     """Always `202 {"status": "pending"}` when accepted, whether the address is new,
     pending or already verified: the answer never tells whether someone signed.
@@ -100,7 +112,8 @@ def sign_letter(
     and which of them are required, and whether it accepts anonymous signatures; a
     field it does not ask for is ignored. The signature records the version of the
     letter's text that was signed."""
-    signatures.sign_letter(session, slug=slug, data=data, settings=settings)
+    source = abuse.source_hash(settings.secret, client_of(request))
+    signatures.sign_letter(session, slug=slug, data=data, settings=settings, source_hash=source)
     return SignatureAccepted()
 
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 from typing import Annotated, Any
 from urllib.parse import quote, unquote
 
-from fastapi import APIRouter, Form, Query, Request
+from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import RedirectResponse
 from pydantic import ValidationError
 from starlette.responses import Response
 
 from app import urls
+from app.abuse import service as abuse
 from app.db import utcnow
 from app.errors import InvalidInput
 from app.letters import service as letters
@@ -21,6 +22,8 @@ from app.signatures import service as signatures
 from app.signatures.addresses import masked
 from app.signatures.moderation import public_comments
 from app.signatures.schemas import SEARCH_PATTERN, SignatureIn
+from app.web import ratelimit
+from app.web.client import client_of
 from app.web.deps import AppSettings, ReadSession, WriteSession
 from app.web.rendering import render
 from app.web.security import check_csrf
@@ -41,6 +44,11 @@ SERVICE_ERRORS = {
 THANKS_COOKIE = "thanks"  # the letter page after confirming: thank-you, no sign form
 SENT_TO_COOKIE = "sent_to"  # the check-email page: where the link went, masked
 FLASH_SECONDS = 600
+
+# The sign form's traps (app.abuse.service.form_trap): a field people never see, and
+# the signed moment the form was shown.
+HONEYPOT_FIELD = "homepage"
+RENDERED_FIELD = "form_rendered"
 
 
 def _flash(response: Response, request: Request, name: str, value: str, path: str) -> None:
@@ -78,9 +86,15 @@ def _letter_page(
     form: dict[str, Any] | None = None,
     errors: dict[str, dict[str, Any]] | None = None,
     status_code: int = 200,
+    rendered: str = "",
 ) -> Response:
+    """The letter's page. `rendered`: the form's render-time token to carry over when
+    a refused form is shown again (the person's time started when they first saw it)."""
     found = letters.get_public_letter(session, slug=slug)
     letter = found.letter
+    secret = request.app.state.settings.secret
+    if not rendered or abuse.rendered_at(secret, rendered) is None:
+        rendered = abuse.form_timestamp(secret)
     if form is not None and errors:
         # A refused form: the letter's own rules too, so every problem shows at once.
         errors = _in_form_order({**_rule_errors(letter, form), **errors})
@@ -105,6 +119,9 @@ def _letter_page(
             "share_url": urls.letter_url(request.app.state.settings.base_url, found.letter.slug),
             "edit_notice": edit_notice(session, letter=letter),
             "comments": public_comments(session, letter_id=letter.id),
+            "honeypot_field": HONEYPOT_FIELD,
+            "rendered_field": RENDERED_FIELD,
+            "form_rendered": rendered,
         },
         status_code=status_code,
     )
@@ -123,7 +140,14 @@ def _rule_errors(letter: Letter, form: dict[str, Any]) -> dict[str, dict[str, An
 
 
 def _service_errors(fields: dict[str, str]) -> dict[str, dict[str, Any]]:
-    return {field: {"type": SERVICE_ERRORS.get(code, code)} for field, code in fields.items()}
+    """The service's field errors for the form: known codes become message types the
+    templates word; any other text (an email domain refused) is shown as written."""
+    return {
+        field: {"type": SERVICE_ERRORS[code]}
+        if code in SERVICE_ERRORS
+        else {"type": "refused", "message": code}
+        for field, code in fields.items()
+    }
 
 
 def _in_form_order(errors: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -139,7 +163,8 @@ def _form_errors(exc: ValidationError) -> dict[str, dict[str, Any]]:
     return errors
 
 
-@router.post("/letters/{slug}/sign")
+# The rate limit runs first, before the request takes its session (no database work).
+@router.post("/letters/{slug}/sign", dependencies=[Depends(ratelimit.limit_signing)])
 def sign(
     request: Request,
     session: WriteSession,
@@ -154,6 +179,8 @@ def sign(
     comment_public_ok: Annotated[str | None, Form()] = None,
     display: Annotated[str, Form()] = "public",
     contact_ok: Annotated[str | None, Form()] = None,
+    homepage: Annotated[str, Form(alias=HONEYPOT_FIELD)] = "",
+    form_rendered: Annotated[str, Form(alias=RENDERED_FIELD)] = "",
     csrf_token: Annotated[str, Form()] = "",
 ) -> Response:
     check_csrf(request, csrf_token)
@@ -161,17 +188,37 @@ def sign(
                                                   comment, display), strict=True))  # fmt: skip
     form["contact_ok"] = contact_ok is not None
     form["comment_public_ok"] = comment_public_ok is not None
+
+    def refused(errors: dict[str, dict[str, Any]]) -> Response:
+        # The form again, with the time it was first shown (`form_rendered`) kept.
+        return _letter_page(
+            request,
+            session,
+            slug,
+            form=form,
+            errors=errors,
+            status_code=422,
+            rendered=form_rendered,
+        )
+
     try:
         data = SignatureIn.model_validate(form)
     except ValidationError as exc:
-        return _letter_page(
-            request, session, slug, form=form, errors=_form_errors(exc), status_code=422
-        )
+        return refused(_form_errors(exc))
+    # A trapped form gets every check and the same answer as anyone's; nothing is kept.
+    trapped = abuse.form_trap(
+        settings.secret,
+        honeypot=homepage,
+        timestamp=form_rendered,
+        min_seconds=settings.form_min_seconds,
+    )
+    source = abuse.source_hash(settings.secret, client_of(request))
     try:
-        signatures.sign_letter(session, slug=slug, data=data, settings=settings)
+        signatures.sign_letter(
+            session, slug=slug, data=data, settings=settings, source_hash=source, trapped=trapped
+        )
     except InvalidInput as exc:  # the letter's rules: nothing was stored
-        errors = _service_errors(exc.fields)
-        return _letter_page(request, session, slug, form=form, errors=errors, status_code=422)
+        return refused(_service_errors(exc.fields))
     check_email_path = f"/letters/{slug}/check-email"
     response = RedirectResponse(check_email_path, status_code=303)
     _flash(response, request, SENT_TO_COOKIE, masked(data.email), check_email_path)

@@ -42,6 +42,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from app import tokens, urls
+from app.abuse import service as abuse
+from app.abuse.domains import check_email_domain
 from app.config import Settings
 from app.db import upsert, utcnow
 from app.errors import (
@@ -53,7 +55,7 @@ from app.errors import (
 )
 from app.letters.models import SIGNER_FIELDS, FieldRule, Letter
 from app.letters.service import count_new_signature, get_letter_for_signing
-from app.mail.service import enqueue
+from app.mail.service import Priority, enqueue, in_turn
 from app.signatures.addresses import email_domain, email_hash
 from app.signatures.models import (
     PendingSignature,
@@ -143,13 +145,25 @@ def _asked(letter: Letter, field: str, value: str) -> str:
     return value if letter.field_rule(field) != FieldRule.OFF else ""
 
 
-def sign_letter(session: Session, *, slug: str, data: SignatureIn, settings: Settings) -> None:
+def sign_letter(
+    session: Session,
+    *,
+    slug: str,
+    data: SignatureIn,
+    settings: Settings,
+    source_hash: str = "",
+    trapped: abuse.EventKind | None = None,
+) -> None:
     """Records one submission. Returns nothing on purpose, and does the same work for a
     new, pending, confirmed or capped address: the caller cannot tell them apart.
 
     The letter's settings apply first (InvalidInput, nothing stored): required fields,
-    anonymous signatures refused. A field the letter does not ask for is not stored.
-    The submission records the version of the text it signs."""
+    anonymous signatures refused, then the address's domain (app.abuse.domains). A
+    field the letter does not ask for is not stored.
+    The submission records the version of the text it signs, and `source_hash`, the
+    keyed hash of the submitting client's network (app.abuse.service.source_hash).
+    A submission `trapped` by the sign form's traps (a bot's) goes through the same
+    checks, so its answer is anyone's, but only the AbuseEvent is stored."""
     now = utcnow()
     letter = get_letter_for_signing(session, slug=slug)
     if not letter.is_open(now):
@@ -157,6 +171,10 @@ def sign_letter(session: Session, *, slug: str, data: SignatureIn, settings: Set
     errors = signer_rule_errors(letter, data.model_dump())
     if errors:
         raise _refuse(errors)
+    check_email_domain(letter, data.email)  # throwaway, forbidden, or not a required domain
+    if trapped is not None:
+        abuse.record(session, kind=trapped, letter_id=letter.id, source_hash=source_hash)
+        return
     public = data.display == SignatureDisplay.PUBLIC
     comment = _asked(letter, "comment", data.comment)
     session.add(
@@ -180,6 +198,7 @@ def sign_letter(session: Session, *, slug: str, data: SignatureIn, settings: Set
             created_at=now,
             due_at=now,
             expires_at=now + timedelta(seconds=settings.verify_max_age_seconds),
+            source_hash=source_hash,
         )
     )
     session.flush()
@@ -200,20 +219,11 @@ def notify_pending(
     Over the cap, a submission waits until the window allows another email; if a newer
     submission for the same address is waiting too, the older one is dropped (its link
     would confirm what the person no longer wants). Returns how many were decided.
+    Submissions are taken in turn across the networks that sent them (`source_hash`),
+    so a flood from one network never delays anyone else's link.
     """
     now = now or utcnow()
-    rows = list(
-        session.scalars(
-            select(PendingSignature)
-            .where(
-                PendingSignature.state == PendingState.WAITING,
-                PendingSignature.due_at <= now,
-            )
-            .order_by(PendingSignature.due_at, PendingSignature.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-    )
+    rows = _waiting_in_turn(session, now=now, limit=limit)
     if not rows:
         return 0
     letters = {
@@ -276,6 +286,37 @@ def notify_pending(
     return decided
 
 
+def _waiting_in_turn(session: Session, *, now: datetime, limit: int) -> list[PendingSignature]:
+    """Due waiting submissions, served in turn across the networks that sent them
+    (`source_hash`): the oldest of each source, then the second of each…, so that a
+    flood from one source never holds up anyone else's link (`in_turn`: it ranks the
+    oldest and the newest due rows, read through the index (state, due_at)). Locked
+    here; on PostgreSQL, rows another worker holds are skipped."""
+    due = (PendingSignature.state == PendingState.WAITING) & (PendingSignature.due_at <= now)
+    candidates = in_turn(
+        id_=PendingSignature.id,
+        key=PendingSignature.source_hash,
+        at=PendingSignature.due_at,
+        where=due,
+        limit=limit * CANDIDATES_PER_BATCH,
+    )
+    return list(
+        session.scalars(
+            select(PendingSignature)
+            .join(candidates, candidates.c.id == PendingSignature.id)
+            .where(due)
+            .order_by(candidates.c.turn, candidates.c.at, PendingSignature.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True, of=PendingSignature)
+        )
+    )
+
+
+CANDIDATES_PER_BATCH = 2
+"""Ranked candidates per submission decided: a second worker ranking at the same moment
+skips the first one's locked rows and still finds a batch."""
+
+
 Address = tuple[int, str]
 """(letter_id, email_hash): one person on one letter."""
 
@@ -336,13 +377,23 @@ def _send(
         "letter": letter,
         "letter_url": urls.letter_url(settings.base_url, letter.slug),
     }
+    if not already:
+        context["verify_url"] = urls.verify_url(settings.base_url, verify_token(settings, row))
+        context["max_age_days"] = settings.verify_max_age_days
+    enqueue(
+        session,
+        settings=settings,
+        kind="already_signed" if already else "verify",
+        to=row.email,
+        context=context,
+        priority=Priority.WAITING,
+        # The outbox serves the submitting network's emails in turn with everyone
+        # else's: an honest signer at a flood's domain is not queued behind it.
+        fairness_key=row.source_hash or None,
+    )
     if already:
-        enqueue(session, settings=settings, kind="already_signed", to=row.email, context=context)
         _forget(row, state=PendingState.SENT)
         return
-    context["verify_url"] = urls.verify_url(settings.base_url, verify_token(settings, row))
-    context["max_age_days"] = settings.verify_max_age_days
-    enqueue(session, settings=settings, kind="verify", to=row.email, context=context)
     row.state = PendingState.SENT
     if not row.contact_ok:
         row.email = None  # the outbox has it until the email is sent

@@ -31,6 +31,9 @@ def make_settings(tmp_path: Path, database_url: str, **overrides: object) -> Set
         "data_dir": tmp_path,
         "mail_backend": MailBackend.DEV,
         "rate_limits": False,
+        # Tests post the sign form at once: no minimum time (tests/web/test_traps.py
+        # turns it back on).
+        "form_min_seconds": 0,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)

@@ -49,11 +49,19 @@ def add_verified_signers(app: FastAPI, letter: Letter, *people: dict[str, Any]) 
             sign_and_confirm(session, letter, settings, **person)
 
 
+def form_tokens(html: str) -> dict[str, str]:
+    """The sign form's hidden fields a browser sends back: the CSRF token and the
+    signed moment the form was shown."""
+    match = re.search(r'name="form_rendered" value="([^"]+)"', html)
+    assert match, "no form_rendered on the page"
+    return {"csrf_token": csrf_from(html), "form_rendered": match.group(1)}
+
+
 def post_sign_form(client: TestClient, slug: str, **fields: Any) -> Response:
     """GETs an open letter page (for the CSRF cookie and token), then POSTs its form."""
     page = client.get(f"/letters/{slug}")
     assert page.status_code == 200
-    data = {**GOOD_FORM, "csrf_token": csrf_from(page.text), **fields}
+    data = {**GOOD_FORM, **form_tokens(page.text), **fields}
     return client.post(f"/letters/{slug}/sign", data=data, follow_redirects=False)
 
 
