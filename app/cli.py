@@ -220,6 +220,8 @@ OPTION_NAMES = {
     "field_organization": "signer-organization",
     "field_city": "signer-city",
     "field_comment": "signer-comment",
+    "forbidden_domains": "forbid-domain",
+    "required_domains": "require-domain",
 }
 """The command line's option for a letter field, where it is not the field's own name."""
 
@@ -265,6 +267,25 @@ SignerTitle = Annotated[FieldRule | None, _rule("job title", FieldRule.OPTIONAL)
 SignerOrganization = Annotated[FieldRule | None, _rule("organization", FieldRule.OPTIONAL)]
 SignerCity = Annotated[FieldRule | None, _rule("city", FieldRule.OPTIONAL)]
 SignerComment = Annotated[FieldRule | None, _rule("comment (why I signed)", FieldRule.OFF)]
+ForbidDomain = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--forbid-domain",
+        show_default=False,
+        help="Addresses at this email domain (and its subdomains) cannot sign. Repeat it, "
+        "or separate domains with commas.",
+    ),
+]
+RequireDomain = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--require-domain",
+        show_default=False,
+        help="Only addresses at this email domain (or its subdomains, or another "
+        "--require-domain) can sign: an employees-only letter. Repeat it, or separate "
+        "domains with commas.",
+    ),
+]
 
 
 @letter_cli.command("create")
@@ -300,6 +321,8 @@ def letter_create(
     show_signers: Annotated[
         bool, typer.Option(help="Show the list of signers on the letter's page.")
     ] = True,
+    forbid_domain: ForbidDomain = None,
+    require_domain: RequireDomain = None,
     publish: Annotated[
         bool, typer.Option("--publish", help="Open it for signatures now (else: a draft).")
     ] = False,
@@ -333,6 +356,8 @@ def letter_create(
     rules = {"field_title": signer_title, "field_organization": signer_organization,
              "field_city": signer_city, "field_comment": signer_comment}  # fmt: skip
     values.update({name: rule for name, rule in rules.items() if rule is not None})
+    domains = {"forbidden_domains": forbid_domain, "required_domains": require_domain}
+    values.update({name: listed for name, listed in domains.items() if listed})
     try:
         data = parse(LetterCreate, values)
     except InvalidInput as exc:
@@ -482,6 +507,30 @@ def letter_edit(
             help="Show the list of signers on the letter's page, or not.",
         ),
     ] = None,
+    forbid_domain: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--forbid-domain",
+            show_default=False,
+            help="Refuse addresses at this email domain (and its subdomains). Repeat it "
+            "for more: the domains given replace the letter's list.",
+        ),
+    ] = None,
+    no_forbidden_domains: Annotated[
+        bool, typer.Option("--no-forbidden-domains", help="Refuse no domain (but throwaway ones).")
+    ] = False,
+    require_domain: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--require-domain",
+            show_default=False,
+            help="Only addresses at this email domain (or its subdomains) can sign. Repeat "
+            "it for more: the domains given replace the letter's list.",
+        ),
+    ] = None,
+    no_required_domains: Annotated[
+        bool, typer.Option("--no-required-domains", help="Let addresses at any domain sign.")
+    ] = False,
 ) -> None:
     """Change a letter: only the options given change.
 
@@ -493,9 +542,14 @@ def letter_edit(
     from app.letters.service import current_fields, edit_letter, get_letter
     from app.organizers.service import SHELL
 
-    for given, cleared, name in ((goal, no_goal, "goal"), (closes_at, no_closes_at, "closes-at")):
+    for given, cleared, name, no in (
+        (goal, no_goal, "goal", "no-goal"),
+        (closes_at, no_closes_at, "closes-at", "no-closes-at"),
+        (forbid_domain, no_forbidden_domains, "forbid-domain", "no-forbidden-domains"),
+        (require_domain, no_required_domains, "require-domain", "no-required-domains"),
+    ):
         if given is not None and cleared:
-            typer.echo(f"Give --{name} or --no-{name}, not both.", err=True)
+            typer.echo(f"Give --{name} or --{no}, not both.", err=True)
             raise typer.Exit(2)
     given_values: dict[str, object] = {
         "title": title,
@@ -512,12 +566,18 @@ def letter_edit(
         "field_comment": signer_comment,
         "allow_anonymous": allow_anonymous,
         "show_signers": show_signers,
+        "forbidden_domains": forbid_domain,
+        "required_domains": require_domain,
     }
     changes = {name: value for name, value in given_values.items() if value is not None}
     if no_goal:
         changes["goal"] = None
     if no_closes_at:
         changes["closes_at"] = None
+    if no_forbidden_domains:
+        changes["forbidden_domains"] = []
+    if no_required_domains:
+        changes["required_domains"] = []
     if not changes:
         typer.echo("Nothing to change: see undersigned letter edit --help.", err=True)
         raise typer.Exit(2)
@@ -633,6 +693,34 @@ def purge() -> None:
         counts = apply_retention(session, settings=settings)
     for name, count in counts.items():
         typer.echo(f"{name}: {count} deleted")
+
+
+@cli.command()
+def check(
+    repair: Annotated[
+        bool, typer.Option("--repair", help="Set each wrong tally to its count (audited).")
+    ] = False,
+    overdue_minutes: Annotated[
+        int, typer.Option(min=1, help="Report pending emails due longer ago than this.")
+    ] = 15,
+) -> None:
+    """Integrity report: every letter's tally against its signatures, and the outbox
+    (stuck, overdue and failed emails). The worker runs it daily and logs it.
+
+    Exit status 0: all is well (after --repair, if given); 1: something is wrong."""
+    from datetime import timedelta
+
+    from app.integrity import run_check
+
+    settings = _settings()
+    with _database(settings) as database:
+        report = run_check(
+            database, repair=repair, overdue_after=timedelta(minutes=overdue_minutes)
+        )
+    for line in report.lines():
+        typer.echo(line)
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -61,6 +61,8 @@ class LetterForm(BaseModel):
     field_comment: str = FieldRule.OFF.value
     allow_anonymous: str | None = None
     show_signers: str | None = None
+    forbidden_domains: str = ""
+    required_domains: str = ""
 
     def shown(self) -> dict[str, Any]:
         """The values to show again in the form."""

@@ -3,6 +3,7 @@ the demo, tests), and what the public API shows of one."""
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -17,6 +18,8 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
+    field_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -40,6 +43,11 @@ BODY_MAX = 100_000
 ADDRESSED_TO_MAX = 300
 FROM_NAME_MAX = 200
 URL_MAX = 500
+
+DOMAINS_MAX = 200
+"""Email domains in each of a letter's lists (forbidden, required)."""
+DOMAINS_TEXT_MAX = DOMAINS_MAX * 256
+"""Characters in a list as typed (a domain name has at most 253)."""
 
 _BIDI_CONTROLS = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
@@ -118,6 +126,70 @@ def _slug(value: str) -> str:
     return value
 
 
+_DOMAIN_SEPARATORS = re.compile(r"[\s,;]+")
+
+
+def email_domain_name(value: str) -> str | None:
+    """A domain as the part after an email address's @ (lower-case, Unicode: IDNA
+    normalized as the sign form normalizes signers' addresses), or None if it is not
+    one. `@example.org` and `example.org.` are taken as example.org."""
+    value = value.strip().removeprefix("@").removesuffix(".")
+    if not value:
+        return None
+    try:
+        return str(validate_email(f"x@{value}", check_deliverability=False).domain)
+    except EmailNotValidError:
+        return None
+
+
+def _shortened(value: str) -> str:
+    return value if len(value) <= 60 else value[:59] + "…"
+
+
+def _domain_list(value: object) -> object:
+    """Email domains: a text (one per line, or separated by commas), or a list of them
+    (each item may hold several). Lower-cased, IDNA-normalized, duplicates dropped, in
+    the order given."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        if len(value) > DOMAINS_TEXT_MAX:
+            raise PydanticCustomError(
+                "too_many_domains", "Give at most {max} domains.", {"max": DOMAINS_MAX}
+            )
+        value = [value]
+    if not isinstance(value, list | tuple) or not all(isinstance(item, str) for item in value):
+        return value  # the list[str] type says what is wrong
+    domains: list[str] = []
+    bad: list[str] = []
+    for item in value:
+        for word in _DOMAIN_SEPARATORS.split(item):
+            if not word:
+                continue
+            domain = email_domain_name(word)
+            if domain is None:
+                if _shortened(word) not in bad:
+                    bad.append(_shortened(word))
+            elif domain not in domains:
+                domains.append(domain)
+    if bad:
+        raise PydanticCustomError(
+            "not_a_domain",
+            "Not a domain name: {bad}. Write domains like example.org, one per line.",
+            {"bad": ", ".join(bad[:3]) + (f" (and {len(bad) - 3} more)" if len(bad) > 3 else "")},
+        )
+    if len(domains) > DOMAINS_MAX:
+        raise PydanticCustomError(
+            "too_many_domains", "Give at most {max} domains.", {"max": DOMAINS_MAX}
+        )
+    return domains
+
+
+def domain_matches(domain: str, listed: str) -> bool:
+    """Whether `domain` is `listed` or one of its subdomains."""
+    return domain == listed or domain.endswith("." + listed)
+
+
 Line = Annotated[str, BeforeValidator(_single_line)]
 RequiredLine = Annotated[str, BeforeValidator(_single_line), AfterValidator(_required)]
 Markdown = Annotated[str, BeforeValidator(_text), AfterValidator(_required)]
@@ -130,6 +202,7 @@ Slug = Annotated[
 ]
 ClosesAt = Annotated[datetime | None, BeforeValidator(_empty_as_none), AfterValidator(_utc)]
 Goal = Annotated[Annotated[int, Field(ge=1)] | None, BeforeValidator(_empty_as_none)]
+Domains = Annotated[list[str], BeforeValidator(_domain_list)]
 
 
 class LetterFields(BaseModel):
@@ -152,9 +225,35 @@ class LetterFields(BaseModel):
     field_comment: FieldRule = FieldRule.OFF
     allow_anonymous: bool = True
     show_signers: bool = True
+    # Who may sign, by the domain of their address (app/abuse/domains.py applies it):
+    # never one of these domains (nor their subdomains)…
+    forbidden_domains: Domains = Field(default_factory=list)
+    # …and, when not empty, only these (and their subdomains): an employees-only letter.
+    required_domains: Domains = Field(default_factory=list)
+
+    @field_validator("required_domains")
+    @classmethod
+    def _not_also_forbidden(cls, required: list[str], info: ValidationInfo) -> list[str]:
+        """A required domain that is forbidden too (itself, or a domain above it) could
+        never sign: that is a mistake, said before anything is saved."""
+        forbidden: list[str] = info.data.get("forbidden_domains") or []
+        clashes = [
+            domain
+            for domain in required
+            if any(domain_matches(domain, listed) for listed in forbidden)
+        ]
+        if clashes:
+            raise PydanticCustomError(
+                "forbidden_and_required",
+                "{domains}: forbidden (or under a forbidden domain) and required at once, "
+                "so nobody there could sign. Remove it from one of the lists.",
+                {"domains": ", ".join(clashes[:3]) + (" …" if len(clashes) > 3 else "")},
+            )
+        return required
 
 
 EDITABLE_FIELDS = tuple(LetterFields.model_fields)
+DOMAIN_FIELDS = ("forbidden_domains", "required_domains")
 
 
 class LetterCreate(LetterFields):

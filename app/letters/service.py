@@ -22,6 +22,7 @@ from app.db import utcnow
 from app.errors import InvalidInput, LetterNotFound
 from app.letters.models import Letter, LetterStatus, LetterTally
 from app.letters.schemas import (
+    DOMAIN_FIELDS,
     EDITABLE_FIELDS,
     SLUG_MAX_LENGTH,
     SLUG_PATTERN,
@@ -175,8 +176,11 @@ def create_letter(
     if actor is not None:
         if actor.organizer is not None:
             grant_role(session, letter_id=letter.id, organizer=actor.organizer, role=Role.OWNER)
+        domains = {
+            name: list(getattr(letter, name)) for name in DOMAIN_FIELDS if getattr(letter, name)
+        }
         record(session, actor=actor, letter_id=letter.id, action="letter.create",
-               slug=letter.slug, status=letter.status.value)  # fmt: skip
+               slug=letter.slug, status=letter.status.value, **domains)  # fmt: skip
     session.flush()
     return letter
 
@@ -541,6 +545,11 @@ def edit_letter(
     now = now or utcnow()
     _locked(session, letter)
     values = data.model_dump(include=set(EDITABLE_FIELDS))
+    for name in DOMAIN_FIELDS:
+        if name not in data.model_fields_set:
+            # Not given (a form without these fields): kept, never emptied by mistake,
+            # which would open an employees-only letter to everyone.
+            values[name] = getattr(letter, name)
     if _same_minute(values["closes_at"], letter.closes_at):
         values["closes_at"] = letter.closes_at
     changed = [name for name in EDITABLE_FIELDS if values[name] != getattr(letter, name)]
@@ -567,8 +576,11 @@ def edit_letter(
         new_version = save_text(
             session, letter=letter, title=letter.title, body_markdown=letter.body_markdown, now=now
         )
+    # Who may sign is worth seeing in full in the log (domains, never an address).
+    domains = {name: list(getattr(letter, name)) for name in DOMAIN_FIELDS if name in changed}
     record(session, actor=actor, letter_id=letter.id, action="letter.edit",
-           fields=changed, version=letter.version, new_version=new_version)  # fmt: skip
+           fields=changed, version=letter.version, new_version=new_version,
+           **domains)  # fmt: skip
     session.flush()
     return Edited(changed=changed, new_version=new_version, version=letter.version)
 
