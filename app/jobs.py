@@ -1,6 +1,6 @@
 """The background work, above the domains: the mail worker's loop (new submissions'
-emails, delivery, the retention rules once an hour, and on SQLite a WAL checkpoint once
-a minute) and the retention rules.
+emails, delivery, the retention rules once an hour, the integrity check once a day, and
+on SQLite a WAL checkpoint once a minute) and the retention rules.
 
 `undersigned worker` runs the loop in its own process; `undersigned serve` runs it in a
 thread unless `--no-worker`; `undersigned purge` applies the retention rules once.
@@ -11,12 +11,15 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
+from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
+from app.abuse.models import AbuseEvent
 from app.config import Settings
 from app.db import Database, utcnow
+from app.integrity import run_check
 from app.mail.backends import Backend, dev_mailbox
 from app.mail.service import SENT_RETENTION, purge_outbox
 from app.mail.worker import deliver_due
@@ -31,6 +34,10 @@ log.addFilter(REDACT)  # a failing pass may quote an address or a token
 
 PURGE_EVERY = timedelta(hours=1)
 CHECKPOINT_EVERY = timedelta(minutes=1)
+CHECK_EVERY = timedelta(days=1)
+CHECK_FIRST_AFTER = timedelta(minutes=10)
+"""The integrity check's first run after the worker starts (then once a day)."""
+ABUSE_EVENT_RETENTION = timedelta(days=30)
 
 
 def purge(session: Session, *, settings: Settings) -> dict[str, int]:
@@ -41,7 +48,15 @@ def purge(session: Session, *, settings: Settings) -> dict[str, int]:
         "expired_login_links": purge_login_links(session, now=utcnow()),
         "expired_organizer_sessions": purge_expired_sessions(session, now=utcnow()),
         "dev_mailbox_files": dev_mailbox(settings).purge(older_than=SENT_RETENTION),
+        "abuse_events": purge_abuse_events(session, now=utcnow()),
     }
+
+
+def purge_abuse_events(session: Session, *, now: datetime) -> int:
+    """Abuse events (with their keyed hash of a client's network) go after 30 days."""
+    cutoff = now - ABUSE_EVENT_RETENTION
+    result = session.execute(delete(AbuseEvent).where(AbuseEvent.created_at < cutoff))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 def forget_in_files(database: Database) -> None:
@@ -74,14 +89,19 @@ def run_worker(
     stop: threading.Event,
     poll_seconds: float = 1.0,
 ) -> None:
-    """Deliver until `stop` is set; apply the retention rules once an hour and, on
-    SQLite, checkpoint the WAL once a minute. A failing chore is logged and retried on
-    its own schedule: it never stops the mail."""
+    """Deliver until `stop` is set; apply the retention rules once an hour, run the
+    integrity check once a day (logging its report) and, on SQLite, checkpoint the WAL
+    once a minute. A failing chore is logged and retried on its own schedule: it never
+    stops the mail."""
     next_purge = next_checkpoint = utcnow()
+    next_check = utcnow() + CHECK_FIRST_AFTER
     while not stop.is_set():
         if utcnow() >= next_purge:
             next_purge = utcnow() + PURGE_EVERY
             _chore("retention purge", lambda: _purge_now(database, settings))
+        if utcnow() >= next_check:
+            next_check = utcnow() + CHECK_EVERY
+            _chore("integrity check", lambda: check_and_log(database))
         if utcnow() >= next_checkpoint:
             next_checkpoint = utcnow() + CHECKPOINT_EVERY
             _chore("WAL checkpoint", lambda: forget_in_files(database))
@@ -94,12 +114,24 @@ def run_worker(
             stop.wait(poll_seconds)  # when busy, go again at once: more may be waiting
 
 
+def check_and_log(database: Database) -> bool:
+    """The integrity report (no repair), logged: a warning when something is wrong.
+    It names letters by slug and counts emails by kind, never an address."""
+    report = run_check(database)
+    log.log(
+        logging.INFO if report.ok else logging.WARNING,
+        "integrity check:\n%s",
+        "\n".join(report.lines()),
+    )
+    return report.ok
+
+
 def _purge_now(database: Database, settings: Settings) -> None:
     with database.write() as session:
         purge(session, settings=settings)
 
 
-def _chore(name: str, run: Callable[[], None]) -> None:
+def _chore(name: str, run: Callable[[], object]) -> None:
     try:
         run()
     except Exception:

@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app import jobs
+from app.abuse.models import AbuseEvent
 from app.db import Database, utcnow
 from app.jobs import purge
 from app.mail.backends import dev_mailbox
@@ -145,7 +146,33 @@ def test_purge_twice_deletes_nothing_more(
         "expired_login_links": 0,
         "expired_organizer_sessions": 0,
         "dev_mailbox_files": 0,
+        "abuse_events": 0,
     }
+
+
+def test_purge_deletes_abuse_events_after_thirty_days(
+    session: Session, database: Database, tmp_path: Path
+) -> None:
+    """An abuse event keeps a keyed hash of a client's network: 30 days, then gone."""
+    settings = make_settings(tmp_path, database.url)
+    letter = make_letter(session)
+    now = utcnow()
+    events = {
+        age: AbuseEvent(
+            letter_id=letter.id,
+            kind="honeypot",
+            source_hash="ab" * 32,
+            created_at=now - timedelta(days=age),
+        )
+        for age in (0, 29, 31, 90)
+    }
+    session.add_all(events.values())
+    session.flush()
+
+    assert purge(session, settings=settings)["abuse_events"] >= 2
+
+    kept = session.scalars(select(AbuseEvent.id).where(AbuseEvent.letter_id == letter.id)).all()
+    assert sorted(kept) == sorted([events[0].id, events[29].id])
 
 
 def test_dev_mailbox_files_follow_the_outbox_retention(

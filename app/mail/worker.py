@@ -24,14 +24,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.db import Database, utcnow
 from app.mail.backends import Backend, PermanentMailError, TransientMailError, build_message
 from app.mail.models import OutboxEmail, OutboxStatus
-from app.mail.service import FORGOTTEN
+from app.mail.service import FORGOTTEN, in_turn
 from app.redaction import REDACT, redact
 
 log = logging.getLogger("undersigned.mail")
@@ -55,20 +55,24 @@ def backoff(attempts: int) -> timedelta:
 
 
 def claim_batch(session: Session, *, now: datetime, limit: int) -> list[tuple[int, str]]:
-    """Claims up to `limit` due emails; returns (id, claim_token) pairs."""
-    due = or_(
-        (OutboxEmail.status == OutboxStatus.PENDING) & (OutboxEmail.next_attempt_at <= now),
-        (OutboxEmail.status == OutboxStatus.SENDING) & (OutboxEmail.lease_expires_at < now),
-    )
+    """Claims up to `limit` due emails; returns (id, claim_token) pairs.
+
+    First any email whose lease ran out (a crashed worker's: it has waited longest),
+    then the due emails of the most urgent priority present (0: a person is waiting for
+    a link; 1: bulk), served in turn across `fairness_key`: the oldest due email of each
+    key, then the second of each, and so on. So a flood of emails to one key (a
+    recipient domain, or the network that submitted them) delays only that key's own."""
     ids = list(
         session.scalars(
             select(OutboxEmail.id)
-            .where(due)
-            .order_by(OutboxEmail.next_attempt_at, OutboxEmail.id)
+            .where(OutboxEmail.status == OutboxStatus.SENDING, OutboxEmail.lease_expires_at < now)
+            .order_by(OutboxEmail.lease_expires_at, OutboxEmail.id)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
     )
+    if len(ids) < limit:
+        ids += _fair_due(session, now=now, limit=limit - len(ids))
     claims = []
     for email_id in ids:
         token = secrets.token_hex(16)
@@ -84,6 +88,43 @@ def claim_batch(session: Session, *, now: datetime, limit: int) -> list[tuple[in
         )
         claims.append((email_id, token))
     return claims
+
+
+CANDIDATES_PER_CLAIM = 4
+"""Ranked candidates per email claimed: workers that rank at the same moment skip each
+other's locked rows (SKIP LOCKED) and still fill their batches from the rest."""
+
+
+def _fair_due(session: Session, *, now: datetime, limit: int) -> list[int]:
+    """Pending due emails of the lowest priority present, in turn across fairness keys
+    (`in_turn`). Both queries read the index (status, priority, next_attempt_at): the
+    first stops at the first due row in priority order; the second ranks that
+    priority's oldest and newest due rows."""
+    pending_due = (OutboxEmail.status == OutboxStatus.PENDING) & (
+        OutboxEmail.next_attempt_at <= now
+    )
+    priority = session.scalar(
+        select(OutboxEmail.priority).where(pending_due).order_by(OutboxEmail.priority).limit(1)
+    )
+    if priority is None:
+        return []
+    candidates = in_turn(
+        id_=OutboxEmail.id,
+        key=OutboxEmail.fairness_key,
+        at=OutboxEmail.next_attempt_at,
+        where=pending_due & (OutboxEmail.priority == priority),
+        limit=limit * CANDIDATES_PER_CLAIM,
+    )
+    return list(
+        session.scalars(
+            select(OutboxEmail.id)
+            .join(candidates, candidates.c.id == OutboxEmail.id)
+            .where(pending_due)
+            .order_by(candidates.c.turn, candidates.c.at, OutboxEmail.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True, of=OutboxEmail)
+        )
+    )
 
 
 def renew_lease(session: Session, *, email_id: int, token: str, now: datetime) -> bool:

@@ -36,7 +36,7 @@ from app.db import utcnow
 from app.errors import InvalidToken
 from app.letters.models import Letter
 from app.letters.service import render_markdown
-from app.mail.service import enqueue
+from app.mail.service import Priority, enqueue
 from app.organizers.service import Actor, record
 from app.signatures.models import Signature, SignatureStatus
 from app.updates.models import LetterUpdate, UpdateState
@@ -202,6 +202,7 @@ def _queue_batch(
             to=email,
             context={**context, "unsubscribe_url": link},
             headers={"List-Unsubscribe": f"<{link}>", "List-Unsubscribe-Post": ONE_CLICK},
+            priority=Priority.BULK,  # after anyone's link or sign-in
         )
         letter_update.next_position = position  # the cursor, written with these emails
     letter_update.recipients += len(rows)
