@@ -452,6 +452,7 @@ ORGANIZER_PAGES: dict[str, Callable[[Page, Site], None]] = {
     "delivery": _dashboard(f"/dashboard/letters/{OURS}/delivery"),
     "team": _dashboard(f"/dashboard/letters/{OURS}/team"),
     "audit": _dashboard(f"/dashboard/letters/{OURS}/audit"),
+    "activity": _dashboard(f"/dashboard/letters/{OURS}/activity"),
     "organizers": _dashboard("/dashboard/organizers"),
     "packet": _dashboard(f"/dashboard/letters/{OURS}/packet"),
     "our-letter": _our_letter,

@@ -160,6 +160,7 @@ SPECS: dict[tuple[str, str], Spec] = {
     ("POST", f"{L}/reopen"): Spec(LETTER, OWNER, 303, status=LetterStatus.CLOSED),
     ("POST", f"{L}/archive"): Spec(LETTER, OWNER, 303),
     ("GET", f"{L}/audit"): Spec(LETTER, OWNER),
+    ("GET", f"{L}/activity"): Spec(LETTER, VIEWER),
     ("GET", f"{L}/team"): Spec(LETTER, VIEWER),
     ("POST", f"{L}/team"): Spec(
         LETTER, OWNER, 303, lambda who: {"email": f"invited-{who}@example.org", "role": "editor"}
