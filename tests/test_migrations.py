@@ -162,3 +162,25 @@ def test_there_is_one_head() -> None:
     revision) would make `upgrade head` fail in production."""
     heads = ScriptDirectory.from_config(alembic_config()).get_heads()
     assert len(heads) == 1, f"several migration heads: {heads}"
+
+
+def test_sqlite_search_triggers_survive_every_migration(tmp_path: Path) -> None:
+    """Batch alterations copy a SQLite table, and the copy loses its triggers: the
+    signer search (0004) would silently stop following new signatures."""
+    database = Database(f"sqlite:///{tmp_path / 'triggers.db'}")
+    try:
+        upgrade(database)
+        with database.engine.connect() as connection:
+            triggers = set(
+                connection.exec_driver_sql(
+                    "SELECT name FROM sqlite_master WHERE type = 'trigger' "
+                    "AND tbl_name = 'signatures'"
+                ).scalars()
+            )
+    finally:
+        database.dispose()
+    assert triggers == {
+        "signatures_search_insert",
+        "signatures_search_update",
+        "signatures_search_delete",
+    }

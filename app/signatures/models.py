@@ -83,6 +83,8 @@ class PendingSignature(SignerFields, Base):
         Index("ix_pending_signatures_address", "letter_id", "email_hash"),
         Index("ix_pending_signatures_due", "state", "due_at"),
         Index("ix_pending_signatures_expires_at", "expires_at"),
+        # The activity page: a letter's submissions in a time window.
+        Index("ix_pending_signatures_letter_id_created_at", "letter_id", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -140,6 +142,8 @@ class Signature(SignerFields, Base):
         # Moderation: a filter or a bulk invalidation by email domain.
         Index("ix_signatures_letter_id_email_domain", "letter_id", "email_domain"),
         Index("uq_signatures_public_id", "public_id", unique=True),
+        # The activity page and moderation's time filters: a letter's confirmations in a window.
+        Index("ix_signatures_letter_id_verified_at", "letter_id", "verified_at"),
         # The public letter page's approved comments: a few rows of a big letter.
         Index(
             "ix_signatures_approved_comments",
