@@ -680,7 +680,10 @@ def admin_create(
     elif existing is not None:
         typer.echo(f"{address} is now an admin.")
     else:
-        typer.echo(f"Admin {address} created. They sign in at {urls.login_url(settings.base_url)}")
+        where = urls.login_url(settings.base_url)
+        if "base_url" not in settings.model_fields_set:  # `serve` may use another port
+            where = f"/login on the server ({where} with `make run`)"
+        typer.echo(f"Admin {address} created. They sign in at {where}")
 
 
 @cli.command()
