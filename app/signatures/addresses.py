@@ -6,17 +6,9 @@ import hashlib
 import hmac
 from functools import lru_cache
 
-GMAIL_DOMAINS = {"gmail.com", "googlemail.com"}
+from app.emails import GMAIL_DOMAINS, canonical_email
 
-
-def canonical_email(address: str) -> str:
-    """Lower-cased, `+tag` dropped; Gmail dots dropped and googlemail.com -> gmail.com."""
-    local, _, domain = address.strip().lower().rpartition("@")
-    local = local.split("+", 1)[0]
-    if domain in GMAIL_DOMAINS:
-        local = local.replace(".", "")
-        domain = "gmail.com"
-    return f"{local}@{domain}"
+__all__ = ["GMAIL_DOMAINS", "canonical_email", "email_domain", "email_hash", "masked"]
 
 
 def email_domain(address: str) -> str:

@@ -50,6 +50,7 @@ from starlette.responses import Response
 
 from app.config import Settings
 from app.db import Database
+from app.emails import canonical_email as canonical_address
 from app.web.client import client_of, limit_subject
 from app.web.rendering import render
 
@@ -71,7 +72,6 @@ REDIS_TIMEOUT_SECONDS = 1.0
 WARN_EVERY_SECONDS = 60.0
 MAX_WAITING_RECORDS = 100
 """Refusals waiting to be recorded, past which new ones are not (a distributed flood)."""
-GMAIL_DOMAINS = {"gmail.com", "googlemail.com"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,18 +162,6 @@ def _storage(settings: Settings) -> Any:
             socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
         )
     return storage_from_string(uri, **options)
-
-
-def canonical_address(address: str) -> str:
-    """The address a login limit counts: lower-cased, `+tag` dropped, Gmail's dots
-    dropped (as app.signatures.addresses.canonical_email), so that variants of one
-    mailbox share one allowance."""
-    local, _, domain = address.strip().lower().rpartition("@")
-    local = local.split("+", 1)[0]
-    if domain in GMAIL_DOMAINS:
-        local = local.replace(".", "")
-        domain = "gmail.com"
-    return f"{local}@{domain}"
 
 
 def limits_of(request: Request) -> RateLimits:

@@ -1,0 +1,16 @@
+"""One mailbox, one spelling: the canonical form of an email address, shared by the
+signature hash (app.signatures.addresses) and the sign-in rate limit (app.web.ratelimit)."""
+
+from __future__ import annotations
+
+GMAIL_DOMAINS = {"gmail.com", "googlemail.com"}
+
+
+def canonical_email(address: str) -> str:
+    """Lower-cased, `+tag` dropped; Gmail dots dropped and googlemail.com -> gmail.com."""
+    local, _, domain = address.strip().lower().rpartition("@")
+    local = local.split("+", 1)[0]
+    if domain in GMAIL_DOMAINS:
+        local = local.replace(".", "")
+        domain = "gmail.com"
+    return f"{local}@{domain}"
