@@ -6,6 +6,7 @@ import json
 import os
 import secrets
 import tempfile
+from datetime import timedelta
 from enum import StrEnum
 from importlib import resources
 from pathlib import Path
@@ -40,6 +41,15 @@ MIGRATIONS_DIR = shipped_dir("migrations")
 class MailBackend(StrEnum):
     DEV = "dev"
     SMTP = "smtp"
+
+
+class ProofOfWork(StrEnum):
+    """When the sign form asks for an ALTCHA proof of work (D69)."""
+
+    OFF = "off"
+    ALWAYS = "always"
+    AUTO = "auto"
+    """Only for a letter while its signing runs above PROOF_OF_WORK_ABOVE."""
 
 
 class SmtpSecurity(StrEnum):
@@ -103,6 +113,42 @@ class Settings(BaseSettings):
     )
     rate_limit_api: str = Field(
         default="600/minute", description="Requests to /api/v1 per client, all routes together."
+    )
+    rate_limit_sign_unproven: str = Field(
+        default="5/minute;20/hour",
+        description="While proof of work is asked for: sign requests without it (no "
+        "JavaScript) per client per letter.",
+    )
+    rate_limit_sign_unproven_letter: str = Field(
+        default="60/minute",
+        description="While proof of work is asked for: sign requests without it per "
+        "letter, all clients together.",
+    )
+    rate_limit_invite: str = Field(
+        default="20/hour;100/day",
+        description="Invitations (co-organizers, organizers) sent per organizer.",
+    )
+    rate_limit_emails: str = Field(
+        default="5/hour",
+        description="Emails about one letter to one address (links, already-signed notes); "
+        "past it the newest submission waits, nobody is locked out.",
+    )
+    proof_of_work: ProofOfWork = Field(
+        default=ProofOfWork.AUTO,
+        description="ALTCHA proof of work on the sign form: off, always, or auto (only for "
+        "a letter while its signing runs above PROOF_OF_WORK_ABOVE).",
+    )
+    proof_of_work_above: str = Field(
+        default="120/minute",
+        description="In auto mode: sign requests per letter (all clients) past which the "
+        "letter asks for proof of work.",
+    )
+    proof_of_work_cost: int = Field(
+        default=5000,
+        ge=1,
+        le=1_000_000,
+        description="PBKDF2 iterations per try of the proof of work (about 256 tries "
+        "are needed; 5000 takes a phone about a second).",
     )
     rate_limit_key_prefix: str = Field(
         default="undersigned",
@@ -171,7 +217,15 @@ class Settings(BaseSettings):
         return value
 
     @field_validator(
-        "rate_limit_sign", "rate_limit_login_address", "rate_limit_login_client", "rate_limit_api"
+        "rate_limit_sign",
+        "rate_limit_login_address",
+        "rate_limit_login_client",
+        "rate_limit_api",
+        "rate_limit_sign_unproven",
+        "rate_limit_sign_unproven_letter",
+        "rate_limit_invite",
+        "rate_limit_emails",
+        "proof_of_work_above",
     )
     @classmethod
     def _rate_limit(cls, value: str) -> str:
@@ -216,6 +270,13 @@ class Settings(BaseSettings):
     @property
     def verify_max_age_seconds(self) -> int:
         return self.verify_max_age_days * 24 * 3600
+
+    @property
+    def email_cap(self) -> tuple[int, timedelta]:
+        """RATE_LIMIT_EMAILS as (emails, window); the shortest of its limits when it
+        lists several."""
+        item = min(parse_many(self.rate_limit_emails), key=lambda item: item.get_expiry())
+        return item.amount, timedelta(seconds=item.get_expiry())
 
     @property
     def is_sqlite(self) -> bool:

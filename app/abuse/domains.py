@@ -16,11 +16,14 @@ refusal tells nothing about whether anyone signed; it is a few set lookups."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 from disposable_email_domains import blocklist
 from email_validator import EmailNotValidError, validate_email
 
+from app.abuse.service import EventKind
+from app.emails import email_domain
 from app.errors import InvalidInput
 from app.letters.models import Letter
 
@@ -66,21 +69,42 @@ def _only(required: list[str]) -> str:
     return f"Only addresses at {names} can sign this letter."
 
 
-def _refuse(message: str) -> InvalidInput:
-    return InvalidInput(message, fields={"email": message})
+@dataclass(frozen=True, slots=True)
+class DomainRefusal:
+    """Why an address may not sign a letter: the kind its AbuseEvent records (which
+    names no domain: a required-domain miss may be a person's own domain) and the
+    refusal the signer sees."""
+
+    kind: EventKind
+    message: str
+
+    def error(self) -> InvalidInput:
+        return InvalidInput(self.message, fields={"email": self.message})
 
 
-def check_email_domain(letter: Letter, address: str) -> None:
-    """Raises InvalidInput(fields={"email": …}) when this address may not sign `letter`:
-    a domain outside the letter's required ones (when it has some), a throwaway-address
-    domain, or a domain the letter forbids. Depends on the letter and the address only."""
-    shown = address.rpartition("@")[2].strip().lower()
+def email_domain_refusal(letter: Letter, address: str) -> DomainRefusal | None:
+    """Why this address may not sign `letter`, or None when it may: a domain outside
+    the letter's required ones (when it has some), a throwaway-address domain, or a
+    domain the letter forbids. Depends on the letter and the address only."""
+    shown = email_domain(address)
     suffixes = _suffixes(_ascii(shown))
     required = letter.required_domains or []
     if required and not _listed(suffixes, _as_set(tuple(required))):
-        raise _refuse(_only(required))
+        return DomainRefusal(EventKind.REQUIRED_DOMAIN, _only(required))
     if not required and _listed(suffixes, DISPOSABLE):
-        raise _refuse(f"Addresses at {shown} are throwaway addresses; use your usual address.")
+        message = f"Addresses at {shown} are throwaway addresses; use your usual address."
+        return DomainRefusal(EventKind.DISPOSABLE_DOMAIN, message)
     forbidden = letter.forbidden_domains or []
     if forbidden and _listed(suffixes, _as_set(tuple(forbidden))):
-        raise _refuse(f"This letter does not accept addresses at {shown}.")
+        message = f"This letter does not accept addresses at {shown}."
+        return DomainRefusal(EventKind.FORBIDDEN_DOMAIN, message)
+    return None
+
+
+def check_email_domain(letter: Letter, address: str) -> None:
+    """Raises InvalidInput(fields={"email": …}) when this address may not sign `letter`
+    (`email_domain_refusal`). Records nothing: `app.signatures.service.sign_letter`
+    records the refusal as an AbuseEvent."""
+    refusal = email_domain_refusal(letter, address)
+    if refusal is not None:
+        raise refusal.error()

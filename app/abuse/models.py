@@ -29,3 +29,15 @@ class AbuseEvent(Base):
     kind: Mapped[str] = mapped_column(String(40))
     source_hash: Mapped[str] = mapped_column(String(64), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SpentChallenge(Base):
+    """A proof-of-work challenge already used to sign (D69): a second use is a replay.
+    Kept until the challenge expires, then deleted by the worker. Holds a hash of the
+    challenge's random nonce and nothing else."""
+
+    __tablename__ = "spent_challenges"
+    __table_args__ = (Index("ix_spent_challenges_expires_at", "expires_at"),)
+
+    nonce_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -44,6 +44,16 @@ class EventKind(StrEnum):
     """The sign form came back sooner than `form_min_seconds` after it was shown."""
     NO_TIMESTAMP = "no_timestamp"
     """The form's signed render time was missing or not ours."""
+    DISPOSABLE_DOMAIN = "disposable_domain"
+    """An address at a throwaway-address domain (app.abuse.domains)."""
+    FORBIDDEN_DOMAIN = "forbidden_domain"
+    """An address at a domain the letter forbids."""
+    REQUIRED_DOMAIN = "required_domain"
+    """An address outside the domains the letter requires."""
+    PROOF_FAILED = "proof_failed"
+    """A proof of work that was not ours, wrong, expired or for another letter."""
+    PROOF_REPLAYED = "proof_replayed"
+    """A proof of work used a second time."""
 
 
 # --- A client's source -----------------------------------------------------------------
@@ -139,14 +149,18 @@ def record_rate_limited(
     session: Session, *, secret_key: str, ip: str, letter_slug: str | None = None
 ) -> None:
     """A client hit a rate limit (recorded once per client, limit and window by the
-    caller). `letter_slug`, when the limit was a letter's, names the letter; a slug no
-    letter has records no letter."""
+    caller). `letter_slug`, when the limit was a letter's, names the letter."""
+    record_from(
+        session, kind=EventKind.RATE_LIMITED, secret_key=secret_key, ip=ip, letter_slug=letter_slug
+    )
+
+
+def record_from(
+    session: Session, *, kind: EventKind, secret_key: str, ip: str, letter_slug: str | None
+) -> None:
+    """One AbuseEvent from a client at `ip` (kept as its network's keyed hash), about
+    the letter `letter_slug` names; a slug no letter has records no letter."""
     letter_id = None
     if letter_slug and is_slug(letter_slug):
         letter_id = session.scalar(select(Letter.id).where(Letter.slug == letter_slug))
-    record(
-        session,
-        kind=EventKind.RATE_LIMITED,
-        letter_id=letter_id,
-        source_hash=source_hash(secret_key, ip),
-    )
+    record(session, kind=kind, letter_id=letter_id, source_hash=source_hash(secret_key, ip))

@@ -1,6 +1,7 @@
 """A letter's team: everyone with a role sees it; owners invite people by email (their
-account is made if they have none, even when registration is closed), change roles
-and remove people. A letter keeps at least one owner."""
+account is made if they have none, even when registration is closed; RATE_LIMIT_INVITE
+per inviting organizer), change roles and remove people. A letter keeps at least one
+owner."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from app.letters.models import Letter
 from app.organizers.models import Organizer, Role
 from app.organizers.service import Actor
 from app.organizers.web import render_dashboard, signed_in
+from app.web import ratelimit
 from app.web.deps import AppSettings, ReadSession, WriteSession
 from app.web.security import check_csrf
 
@@ -87,6 +89,9 @@ def invite(
     letter, my_role = letters.get_letter_for_organizer(
         session, slug=slug, organizer=organizer, needed=Role.OWNER
     )
+    # Every invitation an owner may send counts (RATE_LIMIT_INVITE per organizer, all
+    # letters and the admins' invitations together): over it, 429 and nothing is sent.
+    ratelimit.check(request, ratelimit.INVITE, subject=f"organizer:{organizer.id}")
     try:
         letters.invite_to_team(
             session,

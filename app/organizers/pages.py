@@ -197,6 +197,8 @@ def invite(
     check_csrf(request, csrf_token)
     admin = signed_in(request, session)
     organizers.require_admin(admin)
+    # Counted with the admin's team invitations (RATE_LIMIT_INVITE per organizer).
+    ratelimit.check(request, ratelimit.INVITE, subject=f"organizer:{admin.id}")
     try:
         data = InviteIn.model_validate({"email": email})
         organizers.invite_organizer(

@@ -8,11 +8,7 @@ from functools import lru_cache
 
 from app.emails import GMAIL_DOMAINS, canonical_email
 
-__all__ = ["GMAIL_DOMAINS", "canonical_email", "email_domain", "email_hash", "masked"]
-
-
-def email_domain(address: str) -> str:
-    return address.rpartition("@")[2].strip().lower()
+__all__ = ["GMAIL_DOMAINS", "canonical_email", "email_hash", "masked"]
 
 
 @lru_cache(maxsize=8)

@@ -156,15 +156,22 @@ def _invalid_input(request: Request, fields: dict[str, str]) -> Response:
     )
 
 
+def error_response(request: Request, exc: DomainError) -> Response:
+    """The answer to a domain error, as its exception handler gives it. A route that
+    returns it instead of raising keeps its request's transaction, which then commits
+    (what the service recorded about the refusal, such as an AbuseEvent, is kept)."""
+    if isinstance(exc, NotSignedIn) and not _is_api(request):
+        return RedirectResponse("/login", status_code=303)
+    template = "signatures/invalid_link.html" if isinstance(exc, InvalidToken) else "error.html"
+    return _respond(
+        request, exc.status_code, exc.code, exc.detail, extra=exc.extra(), template=template
+    )
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def domain_error(request: Request, exc: DomainError) -> Response:
-        if isinstance(exc, NotSignedIn) and not _is_api(request):
-            return RedirectResponse("/login", status_code=303)
-        template = "signatures/invalid_link.html" if isinstance(exc, InvalidToken) else "error.html"
-        return _respond(
-            request, exc.status_code, exc.code, exc.detail, extra=exc.extra(), template=template
-        )
+        return error_response(request, exc)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:

@@ -64,6 +64,15 @@ LOGIN_CLIENT = "login_client"
 """Sign-in link requests per client."""
 API = "api"
 """Requests to /api/v1 per client."""
+SIGN_UNPROVEN = "sign_unproven"
+"""While a letter asks for proof of work: sign requests without it, per client per letter."""
+SIGN_UNPROVEN_LETTER = "sign_unproven_letter"
+"""While a letter asks for proof of work: sign requests without it, per letter."""
+INVITE = "invite"
+"""Invitations sent per organizer."""
+SIGNING_RATE = "signing_rate"
+"""Sign requests per letter, all clients: never refuses, it tells when a letter is busy
+enough for proof of work (PROOF_OF_WORK=auto)."""
 
 CODE = "rate_limited"
 DETAIL = "Too many tries from your connection. Wait a little and try again."
@@ -111,6 +120,10 @@ class RateLimits:
                 (LOGIN_ADDRESS, settings.rate_limit_login_address),
                 (LOGIN_CLIENT, settings.rate_limit_login_client),
                 (API, settings.rate_limit_api),
+                (SIGN_UNPROVEN, settings.rate_limit_sign_unproven),
+                (SIGN_UNPROVEN_LETTER, settings.rate_limit_sign_unproven_letter),
+                (INVITE, settings.rate_limit_invite),
+                (SIGNING_RATE, settings.proof_of_work_above),
             )
         }
         self._key = hmac.new(
@@ -141,6 +154,29 @@ class RateLimits:
         except StorageError as exc:
             self._storage_failed(exc)
         return None
+
+    def count(self, limit: str, *identifiers: str) -> None:
+        """Counts one event towards `limit` without refusing anything (SIGNING_RATE)."""
+        if self.window is None:
+            return
+        try:
+            for item in self.rules[limit]:
+                self.window.hit(item, limit, *identifiers)
+        except StorageError as exc:
+            self._storage_failed(exc)
+
+    def exhausted(self, limit: str, *identifiers: str) -> bool:
+        """Whether `limit` is used up for these identifiers (in any of its windows).
+        False when limits are off or the storage fails."""
+        if self.window is None:
+            return False
+        try:
+            return any(
+                not self.window.test(item, limit, *identifiers) for item in self.rules[limit]
+            )
+        except StorageError as exc:
+            self._storage_failed(exc)
+        return False
 
     def _storage_failed(self, exc: StorageError) -> None:
         now = time.monotonic()
@@ -174,17 +210,21 @@ def check(
     limit: str,
     *,
     address: str | None = None,
+    subject: str | None = None,
     letter_slug: str | None = None,
 ) -> None:
     """Counts this request against `limit`, per client (or per `address`, for the login
-    limit), and per letter when `letter_slug` is given; raises RateLimited over it.
-    Runs no query: call it before the request's session."""
+    limit, or per `subject`: an organizer, or "letter" for a letter-wide limit), and per
+    letter when `letter_slug` is given; raises RateLimited over it.
+    Runs no query: call it before the request's session where it can."""
     limits = limits_of(request)
     if not limits.enabled:
         return
     ip = client_of(request)
     if address is not None:
         subject = limits.key("address", canonical_address(address))
+    elif subject is not None:
+        subject = limits.key("subject", subject)
     else:
         subject = limits.key("client", limit_subject(ip))
     scope = limits.key("letter", letter_slug) if letter_slug is not None else "-"
@@ -204,8 +244,25 @@ def limit_api(request: Request) -> None:
 
 
 def limit_signing(request: Request, slug: str) -> None:
-    """A letter's sign routes: the form and the API count together."""
+    """A letter's sign routes: the form and the API count together. Every request also
+    counts towards the letter's signing rate (proof of work in auto mode)."""
     check(request, SIGN, letter_slug=slug)
+    limits = limits_of(request)
+    if limits.enabled:
+        # Whether the letter was busy is decided before this request counts: the form
+        # it came from was shown on the same terms.
+        request.state.letter_busy = letter_is_busy(request, slug)
+        limits.count(SIGNING_RATE, limits.key("letter", slug))
+
+
+def letter_is_busy(request: Request, slug: str) -> bool:
+    """Whether the letter's sign requests run above PROOF_OF_WORK_ABOVE right now (as
+    `limit_signing` found it, for a sign request)."""
+    decided = getattr(request.state, "letter_busy", None)
+    if decided is not None:
+        return bool(decided)
+    limits = limits_of(request)
+    return limits.enabled and limits.exhausted(SIGNING_RATE, limits.key("letter", slug))
 
 
 # --- Answering -------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from app.signatures.schemas import SignatureIn
 from app.signatures.service import sign_letter
 from tests.support.factories import make_letter, signature_in
 from tests.support.organizers import make_organizer
-from tests.support.processes import clean_env, console_script
+from tests.support.processes import clean_env, run_in_process
 
 NOW = datetime(2031, 3, 1, 12, 0, tzinfo=UTC)
 FORM: dict[str, Any] = {
@@ -293,7 +293,7 @@ def pending(session: Session, letter: Letter) -> int:
 # --- the command line ------------------------------------------------------------------------
 
 
-@pytest.mark.slow  # runs `undersigned` in subprocesses
+@pytest.mark.slow  # runs `undersigned` (its entry point, as tests/test_cli.py does)
 def test_the_command_line_sets_and_clears_the_domains(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'cli.db'}"
     env = clean_env(database_url=url, data_dir=str(tmp_path / "data"),
@@ -302,10 +302,7 @@ def test_the_command_line_sets_and_clears_the_domains(tmp_path: Path) -> None:
     body.write_text("Text.\n", encoding="utf-8")
 
     def run(*args: str, expect: int = 0) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(  # noqa: S603
-            [console_script(), *args], cwd=tmp_path, env=env, capture_output=True, text=True,
-            timeout=120, check=False,
-        )  # fmt: skip
+        result = run_in_process(args, cwd=tmp_path, env=env)
         assert result.returncode == expect, result.stdout + result.stderr
         assert "Traceback" not in result.stderr
         return result

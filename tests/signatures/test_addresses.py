@@ -6,7 +6,8 @@ import hashlib
 
 import pytest
 
-from app.signatures.addresses import canonical_email, email_domain, email_hash, masked
+from app.emails import email_domain
+from app.signatures.addresses import canonical_email, email_hash, masked
 
 SECRET = "one-server-key"
 

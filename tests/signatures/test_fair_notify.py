@@ -19,14 +19,15 @@ from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.db import Database, utcnow
+from app.emails import email_domain
 from app.jobs import work_once
 from app.letters.models import Letter
 from app.letters.service import get_public_letter
 from app.mail.backends import SmtpBackend
 from app.mail.models import OutboxEmail, OutboxStatus
-from app.signatures.addresses import email_domain, email_hash
+from app.signatures.addresses import email_hash
 from app.signatures.models import PendingSignature, PendingState
-from app.signatures.service import EMAILS_PER_WINDOW, notify_pending, verify_signature
+from app.signatures.service import notify_pending, verify_signature
 from tests.support.config import make_settings
 from tests.support.databases import truncate
 from tests.support.factories import make_letter, sign
@@ -141,8 +142,9 @@ def test_a_submission_without_a_source_is_keyed_by_its_domain(
 
 
 def test_the_cap_per_address_holds_in_turn(session: Session, settings: Settings) -> None:
-    """One source sends the same victim's address eight times: three links in the
-    window, the rest superseded or held; the honest signer's link goes at once."""
+    """One source sends the same victim's address eight times: five links in the
+    window (the default cap), the rest superseded or held; the honest signer's link
+    goes at once."""
     letter = make_letter(session)
     victim = [_honest(session, letter, settings, email="victim@example.org") for _ in range(8)]
     for row in victim:
@@ -158,13 +160,15 @@ def test_the_cap_per_address_holds_in_turn(session: Session, settings: Settings)
         .select_from(OutboxEmail)
         .where(OutboxEmail.to_address == "victim@example.org")
     )
-    assert to_victim == EMAILS_PER_WINDOW
+    cap, _ = settings.email_cap
+    assert cap == 5
+    assert to_victim == cap
     session.refresh(honest)
     assert honest.state == PendingState.SENT
     for row in victim:
         session.refresh(row)
     states = [row.state for row in victim]
-    assert states.count(PendingState.SENT) == EMAILS_PER_WINDOW
+    assert states.count(PendingState.SENT) == cap
     assert states[-1] == PendingState.WAITING  # the newest waits for the window
     assert victim[-1].due_at > utcnow()
 

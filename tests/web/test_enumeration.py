@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.letters.models import Letter
-from app.signatures.service import EMAILS_PER_WINDOW, notify_pending, sign_letter
+from app.signatures.service import notify_pending, sign_letter
 from tests.support.factories import make_letter, sign, sign_and_confirm, signature_in
 from tests.web.flows import add_letter, deliver
 
@@ -41,7 +41,7 @@ def _prepare(session: Session, letter: Letter, settings: Settings, state: str, n
     elif state == "confirmed":
         sign_and_confirm(session, letter, settings, email=address)
     elif state == "capped":
-        for _ in range(EMAILS_PER_WINDOW + 1):
+        for _ in range(settings.email_cap[0] + 1):
             sign(session, letter, settings, email=address)
         notify_pending(session, settings=settings)
     return address

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import time
 import uuid
@@ -35,8 +36,9 @@ from app.abuse.models import AbuseEvent
 from app.abuse.service import source_hash
 from app.db import Database
 from app.mail.backends import DevMailbox
+from app.mail.models import OutboxEmail
 from app.main import create_app
-from app.organizers.models import LoginLink
+from app.organizers.models import LoginLink, Organizer, Role
 from app.signatures.models import PendingSignature
 from app.web.client import client_ip, limit_subject
 from app.web.ratelimit import DETAIL
@@ -44,7 +46,7 @@ from tests.support.browser import axe_violations, chromium
 from tests.support.config import make_settings, skip_or_fail
 from tests.support.factories import make_letter
 from tests.support.live import serve
-from tests.support.organizers import make_organizer, post_form
+from tests.support.organizers import make_organizer, post_form, sign_in_as
 from tests.support.ports import free_socket
 from tests.web.flows import GOOD_FORM, add_letter, count, deliver, post_sign_form
 
@@ -305,7 +307,7 @@ def test_the_schema_documents_429_with_retry_after_when_limits_are_on(make_app: 
     app = make_app()
     schema = at(app, "127.0.0.1").get("/api/v1/openapi.json").json()
     operations = [op for ops in schema["paths"].values() for op in ops.values()]
-    assert len(operations) == 5
+    assert len(operations) == 7
     for operation in operations:
         documented = operation["responses"]["429"]
         assert documented["content"]["application/json"]["schema"] == {
@@ -324,6 +326,90 @@ def test_with_limits_off_nothing_is_limited(make_app: MakeApp) -> None:
     assert all(
         "429" not in op["responses"] for ops in schema["paths"].values() for op in ops.values()
     )
+
+
+# --- Invitations -----------------------------------------------------------------------
+
+
+def _invite_team(client: TestClient, slug: str, email: str) -> Response:
+    return post_form(client, f"/dashboard/letters/{slug}/team", {"email": email, "role": "viewer"})
+
+
+def _invite_organizer(client: TestClient, email: str) -> Response:
+    return post_form(client, "/dashboard/organizers/invite", {"email": email})
+
+
+def _invitations(app: FastAPI) -> list[str]:
+    with app.state.database.read() as session:
+        return list(
+            session.scalars(
+                select(OutboxEmail.kind)
+                .where(OutboxEmail.kind.in_(("letter_invite", "organizer_invite")))
+                .order_by(OutboxEmail.id)
+            )
+        )
+
+
+def test_invitations_are_limited_per_organizer(make_app: MakeApp) -> None:
+    """An admin who owns a letter: team invitations and organizer invitations count
+    together, per organizer (not per client, not per letter); every invitation they may
+    send counts, a refused one too. Over the limit: the 429 page, nothing sent."""
+    app = make_app(rate_limit_invite="3/hour")
+    letter = add_letter(app, slug="inviting")
+    owner = at(app, "198.51.100.70")
+    sign_in_as(owner, app, "owner@example.org", is_admin=True, letter_slug=letter.slug,
+               role=Role.OWNER)  # fmt: skip
+    assert _invite_team(owner, letter.slug, "one@example.org").status_code == 303
+    assert _invite_team(owner, letter.slug, "one@example.org").status_code == 422  # on the team
+    assert _invite_organizer(owner, "two@example.org").status_code == 303  # the third: allowed
+    assert_429_page(_invite_team(owner, letter.slug, "three@example.org"), most=3600)
+    assert_429_page(_invite_organizer(owner, "four@example.org"), most=3600)
+    assert _invitations(app) == ["letter_invite", "organizer_invite"]
+    with app.state.database.read() as session:
+        assert (
+            session.scalar(select(Organizer.id).where(Organizer.email == "three@example.org"))
+            is None
+        )
+
+    # Another owner of the same letter, from the same network, has an allowance of their own.
+    other = at(app, "198.51.100.70")
+    sign_in_as(other, app, "co-owner@example.org", letter_slug=letter.slug, role=Role.OWNER)
+    assert _invite_team(other, letter.slug, "three@example.org").status_code == 303
+    assert _invitations(app) == ["letter_invite", "organizer_invite", "letter_invite"]
+
+
+def test_invitations_are_not_limited_with_limits_off(make_app: MakeApp) -> None:
+    app = make_app(rate_limits=False, rate_limit_invite="1/hour")
+    at_admin = at(app, "198.51.100.71")
+    sign_in_as(at_admin, app, "admin@example.org", is_admin=True)
+    for n in range(3):
+        assert _invite_organizer(at_admin, f"new{n}@example.org").status_code == 303
+    assert len(_invitations(app)) == 3
+
+
+@pytest.mark.parametrize("storage", ["redis"], indirect=True)  # memory keys never leave the process
+def test_invitation_limit_keys_on_redis_name_no_organizer(
+    make_app: MakeApp, storage: dict[str, str]
+) -> None:
+    app = make_app(rate_limit_invite="1/hour")
+    client = at(app, "198.51.100.72")
+    organizer_id = sign_in_as(client, app, "Private.Admin@example.org", is_admin=True)
+    assert _invite_organizer(client, "first@example.org").status_code == 303
+    assert_429_page(_invite_organizer(client, "second@example.org"), most=3600)
+    server = redis.Redis.from_url(REDIS_URL)
+    keys = [key.decode() for key in server.scan_iter(f"{storage['rate_limit_key_prefix']}:*")]
+    server.close()
+    invite_keys = [key for key in keys if "/invite/" in key]  # the limit's own name only
+    assert invite_keys, keys
+    for key in keys:
+        for secret in ("198.51.100", "private", "admin@", "example", "organizer", "@"):
+            assert secret not in key.lower(), key
+    for key in invite_keys:
+        # …/invite/{scope}/{subject}/{amount}/{multiples}/{granularity}: the organizer is
+        # a keyed hash, never their id.
+        subject = key.split("/")[-4]
+        assert re.fullmatch("[0-9a-f]{32}", subject), key
+        assert subject != str(organizer_id)
 
 
 # --- Storage ---------------------------------------------------------------------------
