@@ -22,7 +22,7 @@ from app.config import MailBackend, Settings
 from app.db import Database, utcnow
 from app.errors import DomainError
 from app.keycheck import KeyCheckFailed, check_secret_key
-from app.letters.models import FieldRule
+from app.letters.models import FieldRule, SignerKind
 
 cli = typer.Typer(help="Undersigned: open letters, signed and confirmed by email.",
                   no_args_is_help=True, add_completion=False)  # fmt: skip
@@ -222,6 +222,7 @@ OPTION_NAMES = {
     "field_comment": "signer-comment",
     "forbidden_domains": "forbid-domain",
     "required_domains": "require-domain",
+    "domain_names": "domain-name",
 }
 """The command line's option for a letter field, where it is not the field's own name."""
 
@@ -287,6 +288,58 @@ RequireDomain = Annotated[
     ),
 ]
 
+Signers = Annotated[
+    SignerKind | None,
+    typer.Option(
+        case_sensitive=False,
+        show_default=False,
+        help="Who signs: people, or organizations (a sign-on letter: the form asks for "
+        "the organization and the signer's name and title, all required; new letters: "
+        "people).",
+    ),
+]
+DomainName = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--domain-name",
+        show_default=False,
+        help='A verified work domain shown as a company name: "google.com = Google". '
+        "Repeat it for more (free-mail domains earn no badge and are refused).",
+    ),
+]
+ContactRetentionDays = Annotated[
+    int | None,
+    typer.Option(
+        show_default=False,
+        help="Days after the letter closes that kept contact addresses are erased "
+        "(0 to 730; new letters: 90).",
+    ),
+]
+AnonymizeAfterMonths = Annotated[
+    int | None,
+    typer.Option(
+        show_default=False,
+        help="Months after the letter closes that its signers' names and details are "
+        "erased (0 to 60; the count stays). Without it, never.",
+    ),
+]
+
+
+def _signer_safety(
+    signers: SignerKind | None,
+    domain_name: list[str] | None,
+    contact_retention_days: int | None,
+    anonymize_after_months: int | None,
+) -> dict[str, object]:
+    """The signer-safety options given (None: not given)."""
+    given: dict[str, object] = {
+        "signers": signers,
+        "domain_names": domain_name,
+        "contact_retention_days": contact_retention_days,
+        "anonymize_after_months": anonymize_after_months,
+    }
+    return {name: value for name, value in given.items() if value is not None}
+
 
 @letter_cli.command("create")
 def letter_create(
@@ -323,6 +376,10 @@ def letter_create(
     ] = True,
     forbid_domain: ForbidDomain = None,
     require_domain: RequireDomain = None,
+    signers: Signers = None,
+    domain_name: DomainName = None,
+    contact_retention_days: ContactRetentionDays = None,
+    anonymize_after_months: AnonymizeAfterMonths = None,
     publish: Annotated[
         bool, typer.Option("--publish", help="Open it for signatures now (else: a draft).")
     ] = False,
@@ -358,6 +415,9 @@ def letter_create(
     values.update({name: rule for name, rule in rules.items() if rule is not None})
     domains = {"forbidden_domains": forbid_domain, "required_domains": require_domain}
     values.update({name: listed for name, listed in domains.items() if listed})
+    values.update(
+        _signer_safety(signers, domain_name, contact_retention_days, anonymize_after_months)
+    )
     try:
         data = parse(LetterCreate, values)
     except InvalidInput as exc:
@@ -531,6 +591,24 @@ def letter_edit(
     no_required_domains: Annotated[
         bool, typer.Option("--no-required-domains", help="Let addresses at any domain sign.")
     ] = False,
+    signers: Signers = None,
+    domain_name: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--domain-name",
+            show_default=False,
+            help='A verified work domain shown as a company name: "google.com = Google". '
+            "Repeat it for more: the ones given replace the letter's list.",
+        ),
+    ] = None,
+    no_domain_names: Annotated[
+        bool, typer.Option("--no-domain-names", help="Show verified domains as domains.")
+    ] = False,
+    contact_retention_days: ContactRetentionDays = None,
+    anonymize_after_months: AnonymizeAfterMonths = None,
+    no_anonymize: Annotated[
+        bool, typer.Option("--no-anonymize", help="Never anonymize the signers.")
+    ] = False,
 ) -> None:
     """Change a letter: only the options given change.
 
@@ -547,6 +625,8 @@ def letter_edit(
         (closes_at, no_closes_at, "closes-at", "no-closes-at"),
         (forbid_domain, no_forbidden_domains, "forbid-domain", "no-forbidden-domains"),
         (require_domain, no_required_domains, "require-domain", "no-required-domains"),
+        (domain_name, no_domain_names, "domain-name", "no-domain-names"),
+        (anonymize_after_months, no_anonymize, "anonymize-after-months", "no-anonymize"),
     ):
         if given is not None and cleared:
             typer.echo(f"Give --{name} or --{no}, not both.", err=True)
@@ -569,7 +649,14 @@ def letter_edit(
         "forbidden_domains": forbid_domain,
         "required_domains": require_domain,
     }
+    given_values.update(
+        _signer_safety(signers, domain_name, contact_retention_days, anonymize_after_months)
+    )
     changes = {name: value for name, value in given_values.items() if value is not None}
+    if no_domain_names:
+        changes["domain_names"] = {}
+    if no_anonymize:
+        changes["anonymize_after_months"] = None
     if no_goal:
         changes["goal"] = None
     if no_closes_at:
@@ -689,11 +776,14 @@ def admin_create(
 @cli.command()
 def purge() -> None:
     """Apply the retention rules now (the worker also does this hourly)."""
+    from app.jobs import forget_in_files
     from app.jobs import purge as apply_retention
 
     settings = _settings()
-    with _transaction(settings) as session:
-        counts = apply_retention(session, settings=settings)
+    with _database(settings) as database:
+        with database.write() as session:
+            counts = apply_retention(session, settings=settings)
+        forget_in_files(database)  # SQLite: erased rows leave the WAL too
     for name, count in counts.items():
         typer.echo(f"{name}: {count} deleted")
 

@@ -17,6 +17,7 @@ from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
 from app.abuse.models import AbuseEvent
+from app.abuse.proof import purge_spent_challenges
 from app.config import Settings
 from app.db import Database, utcnow
 from app.integrity import run_check
@@ -26,6 +27,7 @@ from app.mail.worker import deliver_due
 from app.organizers.logins import purge_login_links, send_login_links
 from app.organizers.service import purge_expired_sessions
 from app.redaction import REDACT
+from app.signatures.retention import forget_closed_letters
 from app.signatures.service import notify_pending, purge_expired_pending
 from app.updates.service import fan_out_updates
 
@@ -49,6 +51,9 @@ def purge(session: Session, *, settings: Settings) -> dict[str, int]:
         "expired_organizer_sessions": purge_expired_sessions(session, now=utcnow()),
         "dev_mailbox_files": dev_mailbox(settings).purge(older_than=SENT_RETENTION),
         "abuse_events": purge_abuse_events(session, now=utcnow()),
+        "spent_challenges": purge_spent_challenges(session, now=utcnow()),
+        # Closed letters: kept contact addresses expire, signers are anonymized.
+        **forget_closed_letters(session, now=utcnow()),
     }
 
 
@@ -129,6 +134,7 @@ def check_and_log(database: Database) -> bool:
 def _purge_now(database: Database, settings: Settings) -> None:
     with database.write() as session:
         purge(session, settings=settings)
+    forget_in_files(database)  # what was erased leaves the WAL now, not in a minute
 
 
 def _chore(name: str, run: Callable[[], object]) -> None:

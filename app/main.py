@@ -19,6 +19,7 @@ from starlette.responses import Response
 from app import urls
 from app.abuse import dashboard as abuse_dashboard
 from app.abuse import service as abuse
+from app.abuse import web as abuse_web
 from app.config import STATIC_DIR, MailBackend, Settings
 from app.db import Database
 from app.jobs import run_worker
@@ -29,9 +30,11 @@ from app.letters import pages as letters_pages
 from app.letters import team as letters_team
 from app.mail.backends import make_backend
 from app.organizers import pages as organizers_pages
+from app.privacy import router as privacy_router
 from app.signatures import api as signatures_api
 from app.signatures import dashboard as signatures_dashboard
 from app.signatures import delivery as signatures_delivery
+from app.signatures import manage_pages as signatures_manage
 from app.signatures import pages as signatures_pages
 from app.updates import pages as updates_pages
 from app.web import dev, errors, ratelimit
@@ -104,6 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (
         letters_pages.router,
         signatures_pages.router,
+        signatures_manage.router,
         letters_api.router,
         signatures_api.router,
         organizers_pages.router,
@@ -113,6 +117,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         signatures_delivery.router,
         updates_pages.router,
         abuse_dashboard.router,
+        abuse_web.router,
+        privacy_router,
     ):
         app.include_router(router)
     if settings.mail_backend == MailBackend.DEV:

@@ -32,3 +32,9 @@ def dashboard_letter_url(base_url: str, slug: str) -> str:
 def unsubscribe_url(base_url: str, token: str) -> str:
     """The one-click unsubscribe link of an update email (RFC 8058)."""
     return f"{base_url}/unsubscribe/{token}"
+
+
+def manage_url(base_url: str, token: str) -> str:
+    """A signer's private manage link (change, withdraw, stop updates); `token` is a
+    signed opaque id."""
+    return f"{base_url}/signature/{token}"

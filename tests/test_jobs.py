@@ -147,6 +147,9 @@ def test_purge_twice_deletes_nothing_more(
         "expired_organizer_sessions": 0,
         "dev_mailbox_files": 0,
         "abuse_events": 0,
+        "spent_challenges": 0,
+        "expired_contact_addresses": 0,
+        "anonymized_signatures": 0,
     }
 
 

@@ -39,6 +39,7 @@ EXPECTED_TABLES = {
     "audit_events",
     "outbox_emails",
     "secret_fingerprints",
+    "spent_challenges",
 }
 
 

@@ -84,4 +84,5 @@ def get_letter(slug: LetterSlug, session: ReadSession, settings: AppSettings) ->
         ),
         allow_anonymous=found.letter.allow_anonymous,
         show_signers=found.letter.show_signers,
+        signers=found.letter.signers,
     )

@@ -18,11 +18,20 @@ from starlette.responses import Response
 from app.db import utcnow
 from app.errors import InvalidInput
 from app.letters import service as letters
-from app.letters.models import SIGNER_FIELDS, FieldRule, Letter
+from app.letters.models import (
+    DEFAULT_CONTACT_RETENTION_DAYS,
+    SIGNER_FIELDS,
+    FieldRule,
+    Letter,
+    SignerKind,
+)
 from app.letters.schemas import (
+    ANONYMIZE_MAX_MONTHS,
     BODY_MAX,
+    CONTACT_RETENTION_MAX_DAYS,
     LetterCreate,
     LetterFields,
+    domain_names_text,
     parse,
     parse_closes_at,
 )
@@ -63,6 +72,10 @@ class LetterForm(BaseModel):
     show_signers: str | None = None
     forbidden_domains: str = ""
     required_domains: str = ""
+    signers: str = SignerKind.PEOPLE.value
+    domain_names: str = ""
+    contact_retention_days: str = str(DEFAULT_CONTACT_RETENTION_DAYS)
+    anonymize_after_months: str = ""
 
     def shown(self) -> dict[str, Any]:
         """The values to show again in the form."""
@@ -85,6 +98,12 @@ def _shown(letter: Letter) -> dict[str, Any]:
     values["goal"] = "" if letter.goal is None else str(letter.goal)
     values["closes_at"] = _local(letter.closes_at)
     values["slug"] = letter.slug
+    values["signers"] = letter.signers.value
+    values["domain_names"] = domain_names_text(letter.domain_names or {})
+    values["contact_retention_days"] = str(letter.contact_retention_days)
+    values["anonymize_after_months"] = (
+        "" if letter.anonymize_after_months is None else str(letter.anonymize_after_months)
+    )
     return values
 
 
@@ -117,6 +136,9 @@ def _form_page(
             "signer_fields": SIGNER_FIELDS,
             "field_rules": [rule.value for rule in FieldRule],
             "body_max": BODY_MAX,
+            "signer_kinds": [kind.value for kind in SignerKind],
+            "retention_max_days": CONTACT_RETENTION_MAX_DAYS,
+            "anonymize_max_months": ANONYMIZE_MAX_MONTHS,
         },
         status_code=status_code,
     )

@@ -37,6 +37,22 @@ class FieldRule(StrEnum):
     REQUIRED = "required"
 
 
+class SignerKind(StrEnum):
+    """Who signs a letter: people, or organizations (a sign-on letter: each signature is
+    an organization, given with the name and title of the person signing for it)."""
+
+    PEOPLE = "people"
+    ORGANIZATIONS = "organizations"
+
+
+NAME_THRESHOLDS = (10, 50)
+"""The "show my name only once N others from my company have signed" choices."""
+DEFAULT_CONTACT_RETENTION_DAYS = 90
+ORGANIZATION_FIELDS = ("organization", "title")
+"""What a letter signed by organizations always requires besides the signer's name:
+the organization, and the title of the person signing for it."""
+
+
 SIGNER_FIELDS = ("title", "organization", "city", "comment")
 """The signer fields an organizer can turn off, make optional or require (name and
 email are always required)."""
@@ -91,6 +107,20 @@ class Letter(Base):
     forbidden_domains: Mapped[list[str]] = mapped_column(JSON, default=list)
     required_domains: Mapped[list[str]] = mapped_column(JSON, default=list)
     show_signers: Mapped[bool] = mapped_column(Boolean, default=True)
+    signers: Mapped[SignerKind] = mapped_column(
+        str_enum(SignerKind, "signer_kind"), default=SignerKind.PEOPLE
+    )
+    # Verified work domains shown by a company name ("google.com" -> "Google"), several
+    # domains may share a name. Keys lower-case.
+    domain_names: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    # Forgetting: kept contact addresses go this many days after the letter closes; the
+    # signers' names and details are erased this many months after it closes (None:
+    # never), and `anonymized_at` records that it was done.
+    contact_retention_days: Mapped[int] = mapped_column(
+        Integer, default=DEFAULT_CONTACT_RETENTION_DAYS
+    )
+    anonymize_after_months: Mapped[int | None] = mapped_column(Integer)
+    anonymized_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     # The text's versions (`LetterVersion`): the number of the current one, and when
     # the text was last changed after people had signed it.
@@ -105,7 +135,11 @@ class Letter(Base):
     response_url: Mapped[str] = mapped_column(String(500), default="")
 
     def field_rule(self, field: str) -> FieldRule:
-        """The rule for one of `SIGNER_FIELDS`."""
+        """The rule for one of `SIGNER_FIELDS`. A letter signed by organizations always
+        requires the organization and the title of the person signing for it, whatever
+        its own rules for them say (they apply again if it goes back to people)."""
+        if self.signers == SignerKind.ORGANIZATIONS and field in ORGANIZATION_FIELDS:
+            return FieldRule.REQUIRED
         rule: FieldRule = getattr(self, f"field_{field}")
         return rule
 

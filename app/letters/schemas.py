@@ -24,7 +24,13 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from app.errors import InvalidInput
-from app.letters.models import FieldRule, LetterStatus
+from app.letters.badges import is_free_mail
+from app.letters.models import (
+    DEFAULT_CONTACT_RETENTION_DAYS,
+    FieldRule,
+    LetterStatus,
+    SignerKind,
+)
 
 SLUG_PATTERN = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
 """Every letter's slug: words of lowercase letters and digits, joined by hyphens."""
@@ -185,6 +191,88 @@ def _domain_list(value: object) -> object:
     return domains
 
 
+COMPANY_NAME_MAX = 100
+"""Characters in the company name a verified domain is shown as."""
+CONTACT_RETENTION_MAX_DAYS = 730
+"""Kept contact addresses go at most two years after a letter closes."""
+ANONYMIZE_MAX_MONTHS = 60
+"""A closed letter's signers can be anonymized at most five years after it closes."""
+
+
+def _domain_names(value: object) -> object:
+    """Verified work domains and the company each is shown as: a text with one
+    `domain = Company` per line (blank lines skipped), a list of such lines, or a
+    mapping. Domains are normalized as `email_domain_name` does; a domain given twice, a
+    free-mail domain (its addresses never earn a badge) or a line without a domain and a
+    name is refused, naming the line."""
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        if len(value) > DOMAINS_TEXT_MAX:
+            raise PydanticCustomError(
+                "too_many_domains", "Give at most {max} domains.", {"max": DOMAINS_MAX}
+            )
+        pairs: list[tuple[str, str, str]] = []
+        for line in value.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+            if line.strip():
+                written, sign, company = line.partition("=")
+                if not sign:
+                    raise PydanticCustomError(
+                        "domain_name_line",
+                        "Write each line as domain = Company, like google.com = Google "
+                        "(not {line}).",
+                        {"line": _shortened(line.strip())},
+                    )
+                pairs.append((line.strip(), written, company))
+    elif isinstance(value, list | tuple) and all(isinstance(item, str) for item in value):
+        return _domain_names("\n".join(value))
+    elif isinstance(value, Mapping) and all(
+        isinstance(key, str) and isinstance(name, str) for key, name in value.items()
+    ):
+        pairs = [(f"{key} = {name}", key, name) for key, name in value.items()]
+    else:
+        return value  # the dict[str, str] type says what is wrong
+    names: dict[str, str] = {}
+    for line, raw_domain, raw_name in pairs:
+        domain = email_domain_name(raw_domain)
+        name = unicodedata.normalize("NFC", raw_name).strip()
+        if domain is None or not name:
+            raise PydanticCustomError(
+                "domain_name_line",
+                "Write each line as domain = Company, like google.com = Google (not {line}).",
+                {"line": _shortened(line)},
+            )
+        _no_control_chars(name, newlines=False)
+        if len(name) > COMPANY_NAME_MAX:
+            raise PydanticCustomError(
+                "company_name_too_long",
+                "A company name has at most {max} characters ({domain}).",
+                {"max": COMPANY_NAME_MAX, "domain": domain},
+            )
+        if is_free_mail(domain):
+            raise PydanticCustomError(
+                "free_mail_domain",
+                "{domain} is a free email service: its addresses never earn a badge, so "
+                "it cannot name a company.",
+                {"domain": domain},
+            )
+        if domain in names:
+            raise PydanticCustomError(
+                "domain_twice", "{domain} is listed twice.", {"domain": domain}
+            )
+        names[domain] = name
+    if len(names) > DOMAINS_MAX:
+        raise PydanticCustomError(
+            "too_many_domains", "Give at most {max} domains.", {"max": DOMAINS_MAX}
+        )
+    return names
+
+
+def domain_names_text(names: Mapping[str, str]) -> str:
+    """A letter's `domain_names` as the form's text: `domain = Company` lines."""
+    return "\n".join(f"{domain} = {name}" for domain, name in names.items())
+
+
 def domain_matches(domain: str, listed: str) -> bool:
     """Whether `domain` is `listed` or one of its subdomains."""
     return domain == listed or domain.endswith("." + listed)
@@ -203,6 +291,24 @@ Slug = Annotated[
 ClosesAt = Annotated[datetime | None, BeforeValidator(_empty_as_none), AfterValidator(_utc)]
 Goal = Annotated[Annotated[int, Field(ge=1)] | None, BeforeValidator(_empty_as_none)]
 Domains = Annotated[list[str], BeforeValidator(_domain_list)]
+DomainNames = Annotated[dict[str, str], BeforeValidator(_domain_names)]
+
+
+def _empty_as_default_retention(value: object) -> object:
+    value = _empty_as_none(value)
+    return DEFAULT_CONTACT_RETENTION_DAYS if value is None else value
+
+
+RetentionDays = Annotated[
+    int,
+    BeforeValidator(_empty_as_default_retention),
+    Field(ge=0, le=CONTACT_RETENTION_MAX_DAYS),
+]
+"""Days; left empty: the default (90)."""
+AnonymizeMonths = Annotated[
+    Annotated[int, Field(ge=0, le=ANONYMIZE_MAX_MONTHS)] | None,
+    BeforeValidator(_empty_as_none),
+]
 
 
 class LetterFields(BaseModel):
@@ -230,6 +336,15 @@ class LetterFields(BaseModel):
     forbidden_domains: Domains = Field(default_factory=list)
     # …and, when not empty, only these (and their subdomains): an employees-only letter.
     required_domains: Domains = Field(default_factory=list)
+    # Who signs: people, or organizations (a sign-on letter: the form asks for the
+    # organization and the signer's name and title, all required).
+    signers: SignerKind = SignerKind.PEOPLE
+    # Verified work domains shown as a company's name (google.com -> Google).
+    domain_names: DomainNames = Field(default_factory=dict)
+    # Forgetting: kept contact addresses go this many days after the letter closes…
+    contact_retention_days: RetentionDays = DEFAULT_CONTACT_RETENTION_DAYS
+    # …and the signers' names and details this many months after it closes (None: never).
+    anonymize_after_months: AnonymizeMonths = None
 
     @field_validator("required_domains")
     @classmethod
@@ -254,6 +369,16 @@ class LetterFields(BaseModel):
 
 EDITABLE_FIELDS = tuple(LetterFields.model_fields)
 DOMAIN_FIELDS = ("forbidden_domains", "required_domains")
+SIGNER_SAFETY_FIELDS = (
+    "signers",
+    "domain_names",
+    "contact_retention_days",
+    "anonymize_after_months",
+)
+KEPT_UNLESS_GIVEN = (*DOMAIN_FIELDS, *SIGNER_SAFETY_FIELDS)
+"""Settings an edit that does not give them keeps (never reset to a default by a form
+or a caller that does not know them: that could open an employees-only letter to
+everyone, or shorten how long addresses are kept)."""
 
 
 class LetterCreate(LetterFields):
@@ -279,6 +404,8 @@ def _message(error: Any) -> str:
         return "Use lower-case letters, digits and single dashes, like ice-out."
     if kind in ("greater_than_equal", "greater_than"):
         return f"Enter a whole number of at least {ctx.get('ge', ctx.get('gt'))}."
+    if kind in ("less_than_equal", "less_than"):
+        return f"Enter a whole number of at most {ctx.get('le', ctx.get('lt'))}."
     if kind in ("int_parsing", "int_from_float", "int_type"):
         return "Enter a whole number, like 1000."
     if kind.startswith("datetime") or kind.startswith("date"):
@@ -361,6 +488,11 @@ class LetterDetailOut(LetterOut):
     signer_fields: SignerFieldsOut
     allow_anonymous: bool = Field(description="Whether `display` may be `anonymous`.")
     show_signers: bool = Field(description="Whether the signer list is public.")
+    signers: SignerKind = Field(
+        description="`people`, or `organizations`: a sign-on letter signed by "
+        "organizations, where `organization`, `name` (the person signing for it) and "
+        "`title` are required of a signer shown in public."
+    )
 
 
 class LetterList(BaseModel):

@@ -24,6 +24,7 @@ from app.letters.models import Letter, LetterStatus, LetterTally
 from app.letters.schemas import (
     DOMAIN_FIELDS,
     EDITABLE_FIELDS,
+    KEPT_UNLESS_GIVEN,
     SLUG_MAX_LENGTH,
     SLUG_PATTERN,
     LetterCreate,
@@ -176,9 +177,11 @@ def create_letter(
     if actor is not None:
         if actor.organizer is not None:
             grant_role(session, letter_id=letter.id, organizer=actor.organizer, role=Role.OWNER)
-        domains = {
+        domains: dict[str, Any] = {
             name: list(getattr(letter, name)) for name in DOMAIN_FIELDS if getattr(letter, name)
         }
+        if letter.domain_names:
+            domains["domain_names"] = dict(letter.domain_names)
         record(session, actor=actor, letter_id=letter.id, action="letter.create",
                slug=letter.slug, status=letter.status.value, **domains)  # fmt: skip
     session.flush()
@@ -545,10 +548,11 @@ def edit_letter(
     now = now or utcnow()
     _locked(session, letter)
     values = data.model_dump(include=set(EDITABLE_FIELDS))
-    for name in DOMAIN_FIELDS:
+    for name in KEPT_UNLESS_GIVEN:
         if name not in data.model_fields_set:
             # Not given (a form without these fields): kept, never emptied by mistake,
-            # which would open an employees-only letter to everyone.
+            # which would open an employees-only letter to everyone (or shorten how long
+            # addresses are kept, or turn a sign-on letter into one for people).
             values[name] = getattr(letter, name)
     if _same_minute(values["closes_at"], letter.closes_at):
         values["closes_at"] = letter.closes_at
@@ -576,8 +580,13 @@ def edit_letter(
         new_version = save_text(
             session, letter=letter, title=letter.title, body_markdown=letter.body_markdown, now=now
         )
-    # Who may sign is worth seeing in full in the log (domains, never an address).
-    domains = {name: list(getattr(letter, name)) for name in DOMAIN_FIELDS if name in changed}
+    # Who may sign is worth seeing in full in the log (domains, never an address), and
+    # so are the company names verified domains are shown as.
+    domains: dict[str, Any] = {
+        name: list(getattr(letter, name)) for name in DOMAIN_FIELDS if name in changed
+    }
+    if "domain_names" in changed:
+        domains["domain_names"] = dict(letter.domain_names)
     record(session, actor=actor, letter_id=letter.id, action="letter.edit",
            fields=changed, version=letter.version, new_version=new_version,
            **domains)  # fmt: skip

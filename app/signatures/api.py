@@ -6,11 +6,16 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
 
 from app.abuse import service as abuse
+from app.abuse.web import require_proof
+from app.errors import InvalidInput
 from app.letters import service as letters
 from app.letters.api import LetterSlug
+from app.signatures import breakdown
 from app.signatures import service as signatures
+from app.signatures.breakdown import Breakdown
 from app.signatures.schemas import (
     SEARCH_PATTERN,
     SignatureAccepted,
@@ -22,7 +27,7 @@ from app.signatures.schemas import (
 from app.web import ratelimit
 from app.web.client import client_of
 from app.web.deps import AppSettings, ReadSession, WriteSession
-from app.web.errors import JSON_BODY_422, error_responses
+from app.web.errors import JSON_BODY_422, error_response, error_responses
 
 # Every route counts against the API's limit per client, before it takes a session.
 router = APIRouter(
@@ -79,9 +84,30 @@ def list_signatures(
     return SignaturePage(items=items, next_cursor=next_cursor)
 
 
+@router.get(
+    "/letters/{slug}/breakdown",
+    responses=error_responses(
+        404,
+        descriptions={
+            404: "There is no published letter at this address (`letter_not_found`), or "
+            "its organizers do not publish the list of signers (`signers_not_public`).",
+        },
+    ),
+)
+def letter_breakdown(slug: LetterSlug, session: ReadSession) -> Breakdown:
+    """Verified signers in numbers: by company (or verified work domain, for signers who
+    chose to show it) and by stated organization. Groups smaller than
+    `min_group_size` (3) are folded into `other`, so a small group never points at a
+    person."""
+    found = letters.get_public_letter(session, slug=slug)
+    signatures.require_public_list(found.letter)
+    return breakdown.letter_breakdown(session, letter=found.letter)
+
+
 @router.post(
     "/letters/{slug}/signatures",
     status_code=202,
+    response_model=SignatureAccepted,
     response_description="Accepted (the same answer whether the address is new, pending or "
     "already verified).",
     responses=error_responses(
@@ -91,8 +117,10 @@ def list_signatures(
         422,
         descriptions={
             422: JSON_BODY_422 + " The letter's own settings are checked too: a field it "
-            "requires left empty (`required`), or `anonymous` on a letter that does not "
-            "accept anonymous signatures (`display`)."
+            "requires left empty (`required`), `anonymous` on a letter that does not "
+            "accept anonymous signatures (`display`), an address at a throwaway-address "
+            "domain or a domain the letter does not accept (`email`), or a proof of work "
+            "that is wrong, expired or used before (`altcha`)."
         },
     ),
     # Signing's own limit per client per letter (the form's too), before the session.
@@ -104,7 +132,7 @@ def sign_letter(
     data: SignatureIn,
     session: WriteSession,
     settings: AppSettings,
-) -> SignatureAccepted:
+) -> SignatureAccepted | Response:
     """Always `202 {"status": "pending"}` when accepted, whether the address is new,
     pending or already verified: the answer never tells whether someone signed.
 
@@ -113,7 +141,14 @@ def sign_letter(
     field it does not ask for is ignored. The signature records the version of the
     letter's text that was signed."""
     source = abuse.source_hash(settings.secret, client_of(request))
-    signatures.sign_letter(session, slug=slug, data=data, settings=settings, source_hash=source)
+    try:
+        require_proof(request, session, settings, slug=slug, payload=data.altcha)
+        signatures.sign_letter(session, slug=slug, data=data, settings=settings, source_hash=source)
+    except InvalidInput as exc:
+        # Answered, not raised: the transaction commits the AbuseEvent a refused email
+        # domain or a bad proof of work records (no submission was stored), as the sign
+        # form's does.
+        return error_response(request, exc)
     return SignatureAccepted()
 
 

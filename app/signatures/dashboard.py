@@ -3,7 +3,8 @@ invalidation, and the CSV export. Each route parses, calls one or two services,
 renders or redirects.
 
 Who may do what: any role sees the list; editors and owners hide, unhide, remove and
-restore; owners approve comments, invalidate in bulk and export."""
+restore; owners approve comments, mark signatures confirmed by the organizers,
+invalidate in bulk and export."""
 
 from __future__ import annotations
 
@@ -39,6 +40,8 @@ DONE = {
     "restored",
     "approved",
     "unapproved",
+    "confirmed",
+    "unconfirmed",
     "unchanged",
     "bulk",
 }
@@ -266,6 +269,27 @@ def unapprove_comment(
 
     return _act(request, session, slug, position, csrf_token, back,
                 needed=Role.OWNER, done="unapproved", action=action)  # fmt: skip
+
+
+@router.post("/dashboard/letters/{slug}/signatures/{position}/confirmed")
+def confirm(
+    request: Request,
+    session: WriteSession,
+    slug: str,
+    position: Position,
+    confirmed: Annotated[bool, Form()],
+    csrf_token: FormText = "",
+    back: FormText = "",
+) -> Response:
+    """Owners mark a signature "confirmed by the organizers" (checked by hand), or take
+    the mark back (`confirmed` false)."""
+
+    def action(session: Any, **kwargs: Any) -> bool:
+        return moderation.set_organizer_confirmed(session, confirmed=confirmed, **kwargs)
+
+    done = "confirmed" if confirmed else "unconfirmed"
+    return _act(request, session, slug, position, csrf_token, back,
+                needed=Role.OWNER, done=done, action=action)  # fmt: skip
 
 
 # --- Bulk invalidation ---------------------------------------------------------------------

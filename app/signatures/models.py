@@ -59,6 +59,16 @@ class SignerFields:
         Boolean, default=False, doc="Agreed that the comment may be shown, once approved."
     )
     version: Mapped[int] = mapped_column(Integer, default=1, doc="The letter's version signed.")
+    show_domain: Mapped[bool] = mapped_column(
+        Boolean,
+        default=False,
+        doc="Show the verified badge: the address's domain (never a free-mail one).",
+    )
+    name_threshold: Mapped[int | None] = mapped_column(
+        Integer,
+        doc="Show the name only once at least this many others with the same verified "
+        "domain (or company) have signed; until then listed as anonymous with the badge.",
+    )
 
     email: Mapped[str | None] = mapped_column(String(254))
     email_hash: Mapped[str] = mapped_column(String(64))
@@ -175,3 +185,8 @@ class Signature(SignerFields, Base):
         str_enum(RemovalReason, "removal_reason")
     )
     comment_approved: Mapped[bool] = mapped_column(Boolean, default=False)
+    organizer_confirmed: Mapped[bool] = mapped_column(
+        Boolean,
+        default=False,
+        doc="Checked by hand by the organizers (a notable signer): its own badge.",
+    )

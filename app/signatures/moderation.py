@@ -32,9 +32,10 @@ from sqlalchemy.orm import Session
 
 from app.db import utcnow
 from app.errors import InvalidInput, NotFound
-from app.letters.models import LetterTally
+from app.letters.models import Letter, LetterTally
 from app.letters.service import add_to_tally
 from app.organizers.service import Actor, record
+from app.signatures import badges
 from app.signatures.models import RemovalReason, Signature, SignatureDisplay, SignatureStatus
 
 PAGE_SIZE = 50
@@ -128,6 +129,8 @@ class ModeratedSignature:
     comment: str
     comment_public_ok: bool
     comment_approved: bool
+    organizer_confirmed: bool = False
+    """Checked by hand by the organizers: its own badge in public lists."""
 
     @property
     def state(self) -> StatusFilter:
@@ -340,6 +343,7 @@ _COLUMNS = (
     Signature.comment,
     Signature.comment_public_ok,
     Signature.comment_approved,
+    Signature.organizer_confirmed,
 )
 
 
@@ -361,6 +365,7 @@ def _moderated(row: Any) -> ModeratedSignature:
         comment=row.comment,
         comment_public_ok=row.comment_public_ok,
         comment_approved=row.comment_approved,
+        organizer_confirmed=row.organizer_confirmed,
     )
 
 
@@ -511,6 +516,33 @@ def set_comment_approved(
     return changed
 
 
+def set_organizer_confirmed(
+    session: Session, *, actor: Actor, letter_id: int, position: int, confirmed: bool
+) -> bool:
+    """Marks a signature "confirmed by the organizers" (checked by hand: a notable
+    signer), or takes the mark back. Only a counted signature shown with its name can
+    be confirmed (an anonymous one has nothing to vouch for). Returns whether anything
+    changed; the change is in the audit log."""
+    where: list[ColumnElement[bool]] = [Signature.organizer_confirmed.is_(not confirmed)]
+    if confirmed:
+        where += [
+            Signature.status == SignatureStatus.VERIFIED,
+            Signature.display == SignatureDisplay.PUBLIC,
+        ]
+    changed = _change(session, letter_id, position, where, {"organizer_confirmed": confirmed})
+    if changed:
+        action = "signature.confirm" if confirmed else "signature.unconfirm"
+        record(session, actor=actor, letter_id=letter_id, action=action, position=position)
+    elif confirmed:
+        already = session.scalar(
+            select(Signature.organizer_confirmed).where(*_one(letter_id, position))
+        )
+        if not already:
+            refused = "Only a counted signature shown with its name can be confirmed."
+            raise InvalidInput(refused, fields={"confirmed": refused})
+    return changed
+
+
 # --- Bulk invalidation -------------------------------------------------------------------
 
 
@@ -623,9 +655,18 @@ def public_comments(
     session: Session, *, letter_id: int, limit: int = PUBLIC_COMMENTS
 ) -> list[PublicComment]:
     """Approved comments of counted, listed signatures whose signers agreed, newest
-    first."""
+    first. A signer's name is shown as in the public list: not for an anonymous one,
+    nor for one whose name waits for enough colleagues (app.signatures.badges)."""
     rows = session.execute(
-        select(Signature.display, Signature.name, Signature.comment, Signature.verified_at)
+        select(
+            Signature.display,
+            Signature.name,
+            Signature.comment,
+            Signature.verified_at,
+            Signature.show_domain,
+            Signature.email_domain,
+            Signature.name_threshold,
+        )
         .where(
             Signature.letter_id == letter_id,
             Signature.status == SignatureStatus.VERIFIED,
@@ -637,11 +678,32 @@ def public_comments(
         .order_by(Signature.position.desc())
         .limit(limit)
     ).all()
+    letter = session.get(Letter, letter_id)
+    if letter is None:
+        return []
+    crowds = badges.Crowds(letter, badges.crowd_sizes(session, letter, _waiting(rows)))
     return [
         PublicComment(
-            name=None if row.display == SignatureDisplay.ANONYMOUS else row.name,
+            name=row.name if _named(crowds, row) else None,
             comment=row.comment,
             signed_on=row.verified_at.date(),
         )
         for row in rows
     ]
+
+
+def _waiting(rows: Any) -> set[str]:
+    return {
+        row.email_domain
+        for row in rows
+        if row.display == SignatureDisplay.PUBLIC and row.name_threshold is not None
+    }
+
+
+def _named(crowds: badges.Crowds, row: Any) -> bool:
+    return crowds.names_shown(
+        display=row.display,
+        show_domain=row.show_domain,
+        domain=row.email_domain,
+        name_threshold=row.name_threshold,
+    )

@@ -3,7 +3,9 @@ keyset batches so that a letter of any size is streamed in constant memory.
 
 Who is listed: verified signatures shown in public (display `public`) that a moderator
 has not hidden, the same rule as the public signer list. Anonymous signers are only
-counted. Order: signers with an organization first, grouped case-insensitively
+counted, and so is a signer whose name waits for enough colleagues to sign
+(`name_threshold`, app.signatures.badges): the packet may go to their employer.
+Order: signers with an organization first, grouped case-insensitively
 (`lower(organization)`, so "ACME" and "Acme" make one group) in that order, each group
 in signing order (list position); then those without an organization, in signing
 order. Each batch runs in its own short session (`iter_signers`): nothing is held open
@@ -13,7 +15,7 @@ while the page is being sent.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, Select, and_, func, or_, select
@@ -22,6 +24,7 @@ from sqlalchemy.orm import Session
 from app.db import Database
 from app.letters.models import Letter, LetterTally
 from app.organizers.service import Actor, record
+from app.signatures.badges import Crowds, crowd_sizes
 from app.signatures.models import Signature, SignatureDisplay, SignatureStatus
 
 BATCH_SIZE = 1000
@@ -37,6 +40,8 @@ class PacketSigner:
     """The grouping key: the organization lower-cased by the database; "" for a signer
     without an organization (the last group)."""
     position: int
+    withheld: bool = False
+    """The name waits for its threshold: read for the keyset only, never listed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,17 +60,48 @@ def _counted(letter_id: int) -> list[ColumnElement[bool]]:
     ]
 
 
-def _listed(letter_id: int) -> Select[str, str, str, str, int | None]:
+Row = tuple[str, str, str, str, int | None, bool, str, int | None]
+
+
+def _listed(letter_id: int) -> Select[str, str, str, str, int | None, bool, str, int | None]:
     group = func.lower(Signature.organization)
     return select(
-        Signature.name, Signature.title, Signature.organization, group, Signature.position
+        Signature.name,
+        Signature.title,
+        Signature.organization,
+        group,
+        Signature.position,
+        Signature.show_domain,
+        Signature.email_domain,
+        Signature.name_threshold,
     ).where(*_counted(letter_id), Signature.display == SignatureDisplay.PUBLIC)
 
 
-def _signers(rows: Iterable[tuple[str, str, str, str, int | None]]) -> list[PacketSigner]:
+def _signers(session: Session, letter_id: int, rows: Sequence[Row]) -> list[PacketSigner]:
+    """The batch's signers, each marked withheld when its name waits for its threshold
+    (one GROUP BY for the batch, only when one of them waits)."""
+    waiting = {domain for *_, show, domain, threshold in rows if threshold is not None and show}
+    crowds = None
+    if any(threshold is not None for *_, threshold in rows):
+        letter = session.get(Letter, letter_id)
+        assert letter is not None
+        crowds = Crowds(letter, crowd_sizes(session, letter, waiting))
     return [
-        PacketSigner(name, title, organization, group, int(position or 0))
-        for name, title, organization, group, position in rows
+        PacketSigner(
+            name,
+            title,
+            organization,
+            group,
+            int(position or 0),
+            withheld=crowds is not None
+            and not crowds.names_shown(
+                display=SignatureDisplay.PUBLIC,
+                show_domain=show,
+                domain=domain,
+                name_threshold=threshold,
+            ),
+        )
+        for name, title, organization, group, position, show, domain, threshold in rows
     ]
 
 
@@ -87,7 +123,9 @@ def signers_batch(
                 )
             )
         batch = _signers(
-            session.execute(statement.order_by(group, Signature.position).limit(limit)).all()
+            session,
+            letter_id,
+            session.execute(statement.order_by(group, Signature.position).limit(limit)).all(),
         )
         if len(batch) == limit:
             return batch
@@ -97,7 +135,9 @@ def signers_batch(
     if after_position is not None:
         statement = statement.where(Signature.position > after_position)
     batch += _signers(
-        session.execute(statement.order_by(Signature.position).limit(limit - len(batch))).all()
+        session,
+        letter_id,
+        session.execute(statement.order_by(Signature.position).limit(limit - len(batch))).all(),
     )
     return batch
 
@@ -106,13 +146,14 @@ def iter_signers(
     database: Database, *, letter_id: int, batch_size: int | None = None
 ) -> Iterator[PacketSigner]:
     """Every listed signer in packet order, one short read session per batch (none is
-    open between batches, so a slow reader holds no connection)."""
+    open between batches, so a slow reader holds no connection). Withheld names are
+    skipped (they are counted with the anonymous)."""
     size = batch_size or BATCH_SIZE
     after: PacketSigner | None = None
     while True:
         with database.read() as session:
             batch = signers_batch(session, letter_id=letter_id, after=after, limit=size)
-        yield from batch
+        yield from (signer for signer in batch if not signer.withheld)
         if len(batch) < size:
             return
         after = batch[-1]
@@ -128,8 +169,9 @@ def group_signers(signers: Iterable[PacketSigner]) -> Iterator[SignerGroup]:
 
 
 def count_anonymous(session: Session, *, letter_id: int) -> int:
-    """Verified anonymous signers (not hidden): counted in the packet, never named."""
-    return int(
+    """Verified signers (not hidden) counted in the packet but never named: anonymous
+    ones, and public ones whose name waits for its threshold."""
+    anonymous = int(
         session.scalar(
             select(func.count())
             .select_from(Signature)
@@ -137,6 +179,35 @@ def count_anonymous(session: Session, *, letter_id: int) -> int:
         )
         or 0
     )
+    waiting = session.execute(
+        select(
+            Signature.show_domain, Signature.email_domain, Signature.name_threshold, func.count()
+        )
+        .where(
+            *_counted(letter_id),
+            Signature.display == SignatureDisplay.PUBLIC,
+            Signature.name_threshold.is_not(None),
+        )
+        .group_by(Signature.show_domain, Signature.email_domain, Signature.name_threshold)
+    ).all()
+    if not waiting:
+        return anonymous
+    letter = session.get(Letter, letter_id)
+    assert letter is not None
+    crowds = Crowds(
+        letter, crowd_sizes(session, letter, {domain for show, domain, _, _ in waiting if show})
+    )
+    withheld = sum(
+        int(count)
+        for show, domain, threshold, count in waiting
+        if not crowds.names_shown(
+            display=SignatureDisplay.PUBLIC,
+            show_domain=show,
+            domain=domain,
+            name_threshold=threshold,
+        )
+    )
+    return anonymous + withheld
 
 
 def anonymous_count(database: Database, *, letter_id: int) -> int:

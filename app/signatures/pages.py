@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from app import urls
 from app.abuse import service as abuse
+from app.abuse import web as proof_gate
 from app.db import utcnow
 from app.errors import InvalidInput
 from app.letters import service as letters
@@ -20,6 +21,7 @@ from app.letters.models import Letter
 from app.letters.versions import edit_notice
 from app.signatures import service as signatures
 from app.signatures.addresses import masked
+from app.signatures.breakdown import letter_breakdown
 from app.signatures.moderation import public_comments
 from app.signatures.schemas import SEARCH_PATTERN, SignatureIn
 from app.web import ratelimit
@@ -31,7 +33,8 @@ from app.web.security import check_csrf
 router = APIRouter(include_in_schema=False)
 
 SIGN_FIELDS = ("name", "email", "title", "organization", "city", "comment", "display")
-FORM_ORDER = (*SIGN_FIELDS[:-1], "comment_public_ok", "display", "contact_ok")
+FORM_ORDER = (*SIGN_FIELDS[:-1], "comment_public_ok", "display", "show_domain", "name_threshold",
+              "contact_ok", proof_gate.FIELD)  # fmt: skip
 """The order of the sign form's fields: the error summary lists problems in it."""
 # What the service's refusals are called in templates (signatures/_errors.html).
 SERVICE_ERRORS = {
@@ -119,9 +122,13 @@ def _letter_page(
             "share_url": urls.letter_url(request.app.state.settings.base_url, found.letter.slug),
             "edit_notice": edit_notice(session, letter=letter),
             "comments": public_comments(session, letter_id=letter.id),
+            "breakdown": letter_breakdown(session, letter=letter) if letter.show_signers else None,
             "honeypot_field": HONEYPOT_FIELD,
             "rendered_field": RENDERED_FIELD,
             "form_rendered": rendered,
+            "proof_of_work": proof_gate.asked_for(
+                request, request.app.state.settings, found.letter.slug
+            ),
         },
         status_code=status_code,
     )
@@ -178,9 +185,12 @@ def sign(
     comment: Annotated[str, Form()] = "",
     comment_public_ok: Annotated[str | None, Form()] = None,
     display: Annotated[str, Form()] = "public",
+    show_domain: Annotated[str | None, Form()] = None,
+    name_threshold: Annotated[str, Form()] = "",
     contact_ok: Annotated[str | None, Form()] = None,
     homepage: Annotated[str, Form(alias=HONEYPOT_FIELD)] = "",
     form_rendered: Annotated[str, Form(alias=RENDERED_FIELD)] = "",
+    altcha: Annotated[str, Form(max_length=4000)] = "",
     csrf_token: Annotated[str, Form()] = "",
 ) -> Response:
     check_csrf(request, csrf_token)
@@ -188,6 +198,8 @@ def sign(
                                                   comment, display), strict=True))  # fmt: skip
     form["contact_ok"] = contact_ok is not None
     form["comment_public_ok"] = comment_public_ok is not None
+    form["show_domain"] = show_domain is not None
+    form["name_threshold"] = name_threshold
 
     def refused(errors: dict[str, dict[str, Any]]) -> Response:
         # The form again, with the time it was first shown (`form_rendered`) kept.
@@ -214,10 +226,12 @@ def sign(
     )
     source = abuse.source_hash(settings.secret, client_of(request))
     try:
+        # Proof of work, when asked for, before any work on the address.
+        proof_gate.require_proof(request, session, settings, slug=slug, payload=altcha)
         signatures.sign_letter(
             session, slug=slug, data=data, settings=settings, source_hash=source, trapped=trapped
         )
-    except InvalidInput as exc:  # the letter's rules: nothing was stored
+    except InvalidInput as exc:  # the letter's rules or the proof: nothing was stored
         return refused(_service_errors(exc.fields))
     check_email_path = f"/letters/{slug}/check-email"
     response = RedirectResponse(check_email_path, status_code=303)
@@ -238,7 +252,8 @@ def check_email(
             "letter": found.letter,
             "max_age_days": settings.verify_max_age_days,
             "sent_to": sent_to,
-            "emails_per_hour": signatures.EMAILS_PER_WINDOW,
+            "email_cap": settings.email_cap[0],
+            "email_window_minutes": int(settings.email_cap[1].total_seconds() // 60),
         },
     )
     return _no_store(response)

@@ -10,6 +10,7 @@ from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, JsonValue
 from pydantic_core import PydanticCustomError
 
+from app.letters.models import NAME_THRESHOLDS
 from app.signatures.models import SignatureDisplay
 
 # Bidirectional overrides and isolates let a name render as something else.
@@ -61,6 +62,21 @@ def _valid_email(value: str) -> str:
             "invalid_email", "Enter an email address like name@example.org."
         ) from exc
     return result.normalized
+
+
+def _threshold(value: object) -> object:
+    """The sign form's choice ("", "10", "50") or the API's (null, 10, 50)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or value not in NAME_THRESHOLDS:
+        raise PydanticCustomError(
+            "name_threshold",
+            "Choose {choices}, or nothing to show your name at once.",
+            {"choices": " or ".join(str(n) for n in NAME_THRESHOLDS)},
+        )
+    return value
 
 
 Line = Annotated[str, BeforeValidator(_single_line)]
@@ -136,6 +152,22 @@ class SignatureIn(BaseModel):
         "as anonymous, and no name, title, organization, city or address is kept. A letter "
         "may refuse anonymous signatures: then `anonymous` is `422` (`fields.display`).",
     )
+    show_domain: bool = Field(
+        default=False,
+        description="Show that I verified with an address at my email's domain: listed "
+        'with the badge "verified @example.com" (or the company name the organizers give '
+        "that domain), named or anonymous. The domain is proven by the confirmation link "
+        "reaching the address. Free-mail domains (gmail.com and the like) never earn a "
+        "badge: `true` with such an address is `422` (`fields.show_domain`).",
+    )
+    name_threshold: Annotated[Literal[10, 50] | None, BeforeValidator(_threshold)] = Field(
+        default=None,
+        description="Show my name only once at least this many others with the same "
+        "verified domain (or company) have signed: until then the signature counts and "
+        "is listed as anonymous with its badge. Needs `show_domain` (else `422`, "
+        "`fields.name_threshold`); ignored for an anonymous signature (never named) and "
+        "on a letter signed by organizations.",
+    )
     contact_ok: bool = Field(
         default=False,
         description="Keep the address so the organizers can send updates about this letter "
@@ -149,16 +181,39 @@ class SignatureIn(BaseModel):
         description="The comment may be shown in public once an organizer approves it "
         "(without it, only the organizers read it).",
     )
+    altcha: str = Field(
+        default="",
+        max_length=4000,
+        description="A solved proof-of-work challenge (base64, from "
+        "`GET /api/v1/letters/{slug}/challenge`). While a letter asks for proof of work, "
+        "requests without one are held to tighter rate limits; one that is wrong, expired, "
+        "for another letter or used before is `422` (`fields.altcha`).",
+    )
 
 
 class PublicSignature(BaseModel):
-    """A signer as the public sees them: anonymous signers have every field null."""
+    """A signer as the public sees them: anonymous signers have every identity field
+    null (and so does a signer whose name waits for enough colleagues to sign), but may
+    show their verified work domain."""
 
     name: str | None
     title: str | None
     organization: str | None
     city: str | None
-    verified_domain: str | None
+    verified_domain: str | None = Field(
+        default=None,
+        description="The signer's work domain, proven by the confirmation link reaching "
+        "an address there, if they chose to show it (never a free-mail domain). Named "
+        "and anonymous signers alike.",
+    )
+    verified_company: str | None = Field(
+        default=None,
+        description="The company the letter's organizers named for `verified_domain`, if any.",
+    )
+    organizer_confirmed: bool = Field(
+        default=False,
+        description="The organizers checked this signature by hand (a notable signer).",
+    )
     signed_on: date
 
 

@@ -7,9 +7,10 @@ Rules kept here:
   (`notify_pending`): a link, an "already signed" note, or nothing yet (the cap).
 - A link confirms exactly the submission it was sent for; a later submission is its
   own row with its own link and never rewrites an earlier one.
-- At most `EMAILS_PER_WINDOW` emails go to one address for one letter per `EMAIL_WINDOW`;
-  past it the newest submission waits for the window instead of being dropped, so
-  nobody can lock a person out of signing, only slow their emails down.
+- At most `Settings.email_cap` emails (RATE_LIMIT_EMAILS, 5 an hour by default) go to
+  one address for one letter in its window; past it the newest submission waits for
+  the window instead of being dropped, so nobody can lock a person out of signing,
+  only slow their emails down.
 - `verify_signature` counts a signature exactly once, whatever the concurrency.
 - Plain addresses and identity fields live only as long as they are needed.
 - What a letter asks of its signers (`Letter.field_rule`, `allow_anonymous`) is checked
@@ -32,7 +33,6 @@ from sqlalchemy import (
     case,
     column,
     delete,
-    func,
     or_,
     select,
     text,
@@ -43,9 +43,10 @@ from sqlalchemy.orm import Session
 
 from app import tokens, urls
 from app.abuse import service as abuse
-from app.abuse.domains import check_email_domain
+from app.abuse.domains import email_domain_refusal
 from app.config import Settings
 from app.db import upsert, utcnow
+from app.emails import email_domain
 from app.errors import (
     InvalidInput,
     InvalidToken,
@@ -53,10 +54,13 @@ from app.errors import (
     LetterNotOpen,
     NotFound,
 )
-from app.letters.models import SIGNER_FIELDS, FieldRule, Letter
+from app.letters.badges import is_free_mail
+from app.letters.models import SIGNER_FIELDS, FieldRule, Letter, SignerKind
 from app.letters.service import count_new_signature, get_letter_for_signing
 from app.mail.service import Priority, enqueue, in_turn
-from app.signatures.addresses import email_domain, email_hash
+from app.signatures import badges
+from app.signatures.addresses import email_hash
+from app.signatures.manage import manage_url
 from app.signatures.models import (
     PendingSignature,
     PendingState,
@@ -66,8 +70,6 @@ from app.signatures.models import (
 )
 from app.signatures.schemas import PublicSignature, SignatureIn
 
-EMAILS_PER_WINDOW = 3
-EMAIL_WINDOW = timedelta(hours=1)
 PAGE_SIZE = 50
 MIN_SEARCH_LENGTH = 3
 MAX_POSITION = 2**31 - 1
@@ -84,6 +86,18 @@ ANONYMOUS_NOT_ALLOWED = "not allowed"
 """`InvalidInput.fields["display"]`: the letter does not accept anonymous signatures."""
 IDENTITY_FIELDS = ("title", "organization", "city")
 """The signer fields an anonymous signature does not keep (the comment it keeps)."""
+THRESHOLD_NEEDS_BADGE = (
+    "Choose this only with the verified badge: the count is of signers from your company."
+)
+"""`InvalidInput.fields["name_threshold"]`: a name threshold without `show_domain`."""
+
+
+def free_mail_badge(domain: str) -> str:
+    """`InvalidInput.fields["show_domain"]`: the badge asked for with a free-mail address."""
+    return (
+        f"Addresses at {domain} are personal addresses and never earn a badge: sign with "
+        "your work address to show it, or untick this box."
+    )
 
 
 class SignersNotPublic(NotFound):
@@ -126,6 +140,22 @@ def signer_rule_errors(letter: Letter, values: Mapping[str, Any]) -> dict[str, s
             errors[field] = REQUIRED
     if anonymous and not letter.allow_anonymous:
         errors["display"] = ANONYMOUS_NOT_ALLOWED
+    errors.update(badge_errors(values))
+    return errors
+
+
+def badge_errors(values: Mapping[str, Any]) -> dict[str, str]:
+    """What the signer's badge choices contradict, from the submitted values only: the
+    badge (`show_domain`) with a free-mail address, and a name threshold without the
+    badge (the count it waits for is of signers with the same verified domain)."""
+    errors: dict[str, str] = {}
+    show_domain = values.get("show_domain") is True
+    email = str(values.get("email") or "")
+    domain = email_domain(email) if "@" in email else ""
+    if show_domain and domain and is_free_mail(domain):
+        errors["show_domain"] = free_mail_badge(domain)
+    if values.get("name_threshold") not in (None, "") and not show_domain:
+        errors["name_threshold"] = THRESHOLD_NEEDS_BADGE
     return errors
 
 
@@ -135,9 +165,16 @@ def _refuse(errors: dict[str, str]) -> InvalidInput:
     elif ANONYMOUS_NOT_ALLOWED in errors.values():
         detail = "This letter does not accept anonymous signatures, and some required "
         detail += "fields are empty."
+    elif REQUIRED not in errors.values():  # the badge choices only
+        detail = " ".join(dict.fromkeys(errors.values()))
+    elif set(errors) & _BADGE_FIELDS:
+        detail = "Fill in the fields this letter requires, and check the badge choices."
     else:
         detail = "Fill in the fields this letter requires."
     return InvalidInput(detail, fields=errors)
+
+
+_BADGE_FIELDS = {"show_domain", "name_threshold"}
 
 
 def _asked(letter: Letter, field: str, value: str) -> str:
@@ -157,8 +194,12 @@ def sign_letter(
     """Records one submission. Returns nothing on purpose, and does the same work for a
     new, pending, confirmed or capped address: the caller cannot tell them apart.
 
-    The letter's settings apply first (InvalidInput, nothing stored): required fields,
-    anonymous signatures refused, then the address's domain (app.abuse.domains). A
+    The letter's settings apply first (InvalidInput, no submission stored): required
+    fields, anonymous signatures refused, the badge asked for with a free-mail address
+    or a name threshold without the badge (`badge_errors`), then the address's domain
+    (app.abuse.domains),
+    whose refusal is recorded as an AbuseEvent of its kind, with the letter and
+    `source_hash` only (the caller's transaction must commit for it to be kept). A
     field the letter does not ask for is not stored.
     The submission records the version of the text it signs, and `source_hash`, the
     keyed hash of the submitting client's network (app.abuse.service.source_hash).
@@ -171,12 +212,22 @@ def sign_letter(
     errors = signer_rule_errors(letter, data.model_dump())
     if errors:
         raise _refuse(errors)
-    check_email_domain(letter, data.email)  # throwaway, forbidden, or not a required domain
+    refusal = email_domain_refusal(letter, data.email)  # throwaway, forbidden, not required
+    if refusal is not None:
+        abuse.record(session, kind=refusal.kind, letter_id=letter.id, source_hash=source_hash)
+        raise refusal.error()
     if trapped is not None:
         abuse.record(session, kind=trapped, letter_id=letter.id, source_hash=source_hash)
         return
     public = data.display == SignatureDisplay.PUBLIC
     comment = _asked(letter, "comment", data.comment)
+    # Waiting for N colleagues is about a person's name: meaningless for an anonymous
+    # signature (never named) and for an organization (the organization is the signer).
+    threshold = (
+        data.name_threshold
+        if public and data.show_domain and letter.signers == SignerKind.PEOPLE
+        else None
+    )
     session.add(
         PendingSignature(
             public_id=secrets.token_urlsafe(18),
@@ -190,6 +241,8 @@ def sign_letter(
             comment=comment,
             comment_public_ok=bool(comment) and data.comment_public_ok,
             version=letter.version,
+            show_domain=data.show_domain,
+            name_threshold=threshold,
             # An anonymous signature keeps no address, so it cannot be contacted.
             contact_ok=data.contact_ok and public,
             email=data.email,
@@ -223,6 +276,7 @@ def notify_pending(
     so a flood from one network never delays anyone else's link.
     """
     now = now or utcnow()
+    cap, window = settings.email_cap
     rows = _waiting_in_turn(session, now=now, limit=limit)
     if not rows:
         return 0
@@ -236,14 +290,16 @@ def notify_pending(
     # what they already have (a signature, emails in the window) in two queries.
     mine = _claim_addresses(session, list(dict.fromkeys(_address(row) for row in rows)))
     statuses: dict[Address, SignatureStatus] = {}
+    manage_ids: dict[Address, str | None] = {}  # an "already signed" note's manage link
     sent_in_window: dict[Address, list[datetime]] = {address: [] for address in mine}
     if mine:
-        for letter_id, hashed, found in session.execute(
-            select(Signature.letter_id, Signature.email_hash, Signature.status).where(
-                tuple_(Signature.letter_id, Signature.email_hash).in_(mine)
-            )
+        for letter_id, hashed, found, public_id in session.execute(
+            select(
+                Signature.letter_id, Signature.email_hash, Signature.status, Signature.public_id
+            ).where(tuple_(Signature.letter_id, Signature.email_hash).in_(mine))
         ):
             statuses[(letter_id, hashed)] = found
+            manage_ids[(letter_id, hashed)] = public_id
         for letter_id, hashed, at in session.execute(
             select(
                 PendingSignature.letter_id,
@@ -252,7 +308,7 @@ def notify_pending(
             )
             .where(
                 tuple_(PendingSignature.letter_id, PendingSignature.email_hash).in_(mine),
-                PendingSignature.notified_at > now - EMAIL_WINDOW,
+                PendingSignature.notified_at > now - window,
             )
             .order_by(PendingSignature.notified_at)
         ):
@@ -268,15 +324,17 @@ def notify_pending(
         status = statuses.get(address)
         if status == SignatureStatus.REMOVED or not letter.is_open(now):
             _forget(row, state=PendingState.SKIPPED)
-        elif len(recent) >= EMAILS_PER_WINDOW:
+        elif len(recent) >= cap:
             if _newer_waiting(session, row):
                 _forget(row, state=PendingState.SKIPPED)
             else:
                 # Held: looked at again when the oldest email in the window ages out.
-                row.due_at = recent[-EMAILS_PER_WINDOW] + EMAIL_WINDOW
+                row.due_at = recent[-cap] + window
                 continue
         else:
-            _send(session, row, letter, settings, already=status == SignatureStatus.VERIFIED)
+            already = status == SignatureStatus.VERIFIED
+            manage_id = manage_ids.get(address) if already else row.public_id
+            _send(session, row, letter, settings, already=already, manage_id=manage_id)
             row.notified_at = now
             # The link is good for VERIFY_MAX_AGE_DAYS from now; so is this row.
             row.expires_at = now + timedelta(seconds=settings.verify_max_age_seconds)
@@ -371,11 +429,15 @@ def _send(
     settings: Settings,
     *,
     already: bool,
+    manage_id: str | None = None,
 ) -> None:
+    """`manage_id`: the public id whose manage link the email carries (this
+    submission's for a confirmation link, the existing signature's for a note)."""
     assert row.email is not None, "a waiting submission keeps its address"
     context: dict[str, Any] = {
         "letter": letter,
         "letter_url": urls.letter_url(settings.base_url, letter.slug),
+        "manage_url": manage_url(settings, manage_id) if manage_id else None,
     }
     if not already:
         context["verify_url"] = urls.verify_url(settings.base_url, verify_token(settings, row))
@@ -513,9 +575,9 @@ def verify_signature(session: Session, *, token: str, settings: Settings) -> Ver
     list position move in the same transaction.
 
     The signature gets the submission's fields (an anonymous one: none of its identity,
-    but its comment), the version it signed, and, when it is new, a random `public_id`
-    for the signer's private links. A withdrawn signature that comes back keeps its
-    `public_id`, and its new comment waits for approval again."""
+    but its comment), the version it signed, and the submission's random `public_id`
+    for the signer's private links (manage, unsubscribe). A withdrawn signature that
+    comes back takes the new submission's, and its new comment waits for approval again."""
     pending, letter = _lock_address(session, _public_id_from(token, settings))
     if pending.state == PendingState.CONFIRMED:
         return Verification(pending, letter, already=True)
@@ -523,6 +585,13 @@ def verify_signature(session: Session, *, token: str, settings: Settings) -> Ver
     if not letter.is_open(now):
         raise LetterClosedBeforeVerification()
     public = pending.display == SignatureDisplay.PUBLIC
+    # The badge: the domain the link reached, never a free-mail one (checked when
+    # signing too). An anonymous signer who chose it keeps the domain, and only that.
+    show_domain = (
+        pending.show_domain
+        and bool(pending.email_domain)
+        and not is_free_mail(pending.email_domain)
+    )
     identity: dict[str, Any] = (
         {
             "name": pending.name,
@@ -539,7 +608,9 @@ def verify_signature(session: Session, *, token: str, settings: Settings) -> Ver
         "status": SignatureStatus.VERIFIED,
         "email": pending.email if public and pending.contact_ok else None,
         "contact_ok": public and pending.contact_ok,
-        "email_domain": pending.email_domain if public else "",
+        "email_domain": pending.email_domain if public or show_domain else "",
+        "show_domain": show_domain,
+        "name_threshold": pending.name_threshold if public and show_domain else None,
         "comment": pending.comment,
         "comment_public_ok": pending.comment_public_ok and bool(pending.comment),
         "comment_approved": False,
@@ -548,15 +619,17 @@ def verify_signature(session: Session, *, token: str, settings: Settings) -> Ver
         "position": None,
     }
     letter_id, hashed = pending.letter_id, pending.email_hash
-    public_id = secrets.token_urlsafe(16)
-    # A withdrawn signature comes back with this submission's fields; a confirmed or
-    # removed one is left alone (no row comes back).
+    # The submission's own random id: the manage link in the email that carried this
+    # confirmation link (salt `signature-manage`) then manages the signature it made.
+    public_id = pending.public_id
+    # A withdrawn signature comes back with this submission's fields and links (the
+    # old ones stop working); a confirmed or removed one is left alone (no row).
     signature_id = session.scalar(
         upsert(session, Signature)
         .values(letter_id=letter_id, email_hash=hashed, public_id=public_id, **values)
         .on_conflict_do_update(
             index_elements=["letter_id", "email_hash"],
-            set_={**values, "public_id": func.coalesce(Signature.public_id, public_id)},
+            set_={**values, "public_id": public_id},
             where=Signature.status == SignatureStatus.WITHDRAWN,
         )
         .returning(Signature.id)
@@ -607,22 +680,34 @@ def require_public_list(letter: Letter) -> None:
         raise SignersNotPublic()
 
 
-def to_public(signature: Signature) -> PublicSignature:
-    if signature.display == SignatureDisplay.ANONYMOUS:
-        return PublicSignature(
-            name=None,
-            title=None,
-            organization=None,
-            city=None,
-            verified_domain=None,
-            signed_on=signature.verified_at.date(),
-        )
+def _letter_of(session: Session, letter_id: int) -> Letter:
+    """The letter (usually already in the session: no query)."""
+    letter = session.get(Letter, letter_id)
+    if letter is None:
+        raise NotFound()
+    return letter
+
+
+def to_public(signature: Signature, crowds: badges.Crowds) -> PublicSignature:
+    """A listed signature as the public sees it. Its badge (the verified domain, and the
+    company the organizers named for it) shows whether it is named or anonymous; its
+    name, details and the organizers' confirmation only when it is public and any
+    threshold it chose is reached (app.signatures.badges)."""
+    domain = crowds.badge(signature.show_domain, signature.email_domain)
+    named = crowds.names_shown(
+        display=signature.display,
+        show_domain=signature.show_domain,
+        domain=signature.email_domain,
+        name_threshold=signature.name_threshold,
+    )
     return PublicSignature(
-        name=signature.name,
-        title=signature.title or None,
-        organization=signature.organization or None,
-        city=signature.city or None,
-        verified_domain=None,  # badges come with the verified-domain feature
+        name=signature.name if named else None,
+        title=(signature.title or None) if named else None,
+        organization=(signature.organization or None) if named else None,
+        city=(signature.city or None) if named else None,
+        verified_domain=domain,
+        verified_company=crowds.company(domain),
+        organizer_confirmed=named and signature.organizer_confirmed,
         signed_on=signature.verified_at.date(),
     )
 
@@ -665,32 +750,66 @@ def list_public_signatures(
     limit: int = PAGE_SIZE,
 ) -> tuple[list[PublicSignature], int | None]:
     """Newest first, keyset-paginated on the list position. A search matches public
-    signers' names and organizations only, so it can never find an anonymous signer.
+    signers' names and organizations only, so it can never find an anonymous signer,
+    nor one whose name waits for a threshold (the page is filled past them, so neither
+    its length nor its cursor tells that one was skipped).
 
     Returns the page and the position to continue after (None on the last page)."""
     query = check_search(query)
+    letter = _letter_of(session, letter_id)
     statement = _public_rows(letter_id)
     if query:
         statement = statement.where(
             Signature.display == SignatureDisplay.PUBLIC, _matching(session, query)
         )
-    if after is not None:
-        statement = statement.where(Signature.position < after)
-    rows = list(session.scalars(statement.order_by(Signature.position.desc()).limit(limit + 1)))
-    next_after = rows[limit - 1].position if len(rows) > limit else None  # never NULL here
-    return [to_public(row) for row in rows[:limit]], next_after
+
+    def batch(before: int | None) -> list[Signature]:
+        page = statement if before is None else statement.where(Signature.position < before)
+        return list(session.scalars(page.order_by(Signature.position.desc()).limit(limit + 1)))
+
+    if not query:
+        rows = batch(after)
+        crowds = badges.crowds_for(session, letter, rows[:limit])
+        next_after = rows[limit - 1].position if len(rows) > limit else None  # never NULL
+        return [to_public(row, crowds) for row in rows[:limit]], next_after
+    found: list[PublicSignature] = []
+    positions: list[int | None] = []
+    before = after
+    while True:
+        rows = batch(before)
+        crowds = badges.crowds_for(session, letter, rows)
+        for row in rows:
+            item = to_public(row, crowds)
+            if item.name is not None:  # its name is shown: it may be found by it
+                found.append(item)
+                positions.append(row.position)
+        if len(found) > limit or len(rows) <= limit:
+            break
+        before = rows[-1].position
+    next_after = positions[limit - 1] if len(found) > limit else None
+    return found[:limit], next_after
 
 
 def recent_public_signers(
     session: Session, *, letter_id: int, limit: int = 10
 ) -> Sequence[PublicSignature]:
-    rows = session.scalars(
-        _public_rows(letter_id)
-        .where(Signature.display == SignatureDisplay.PUBLIC)
-        .order_by(Signature.position.desc())
-        .limit(limit)
+    """The newest listed signers with something to show: a name, or a badge."""
+    rows = list(
+        session.scalars(
+            _public_rows(letter_id)
+            .where(
+                or_(
+                    Signature.display == SignatureDisplay.PUBLIC,
+                    Signature.show_domain.is_(True),
+                )
+            )
+            .order_by(Signature.position.desc())
+            .limit(limit)
+        )
     )
-    return [to_public(row) for row in rows]
+    crowds = badges.crowds_for(session, _letter_of(session, letter_id), rows)
+    items = [to_public(row, crowds) for row in rows]
+    return [item for item in items if item.name is not None or item.verified_domain]
 
 
 # --- Retention -----------------------------------------------------------------------

@@ -24,12 +24,7 @@ from app.letters.models import LetterTally
 from app.mail.models import OutboxEmail
 from app.signatures.addresses import email_hash
 from app.signatures.models import PendingSignature, PendingState, Signature, SignatureStatus
-from app.signatures.service import (
-    EMAILS_PER_WINDOW,
-    notify_pending,
-    sign_letter,
-    verify_signature,
-)
+from app.signatures.service import notify_pending, sign_letter, verify_signature
 from tests.support.config import make_settings
 from tests.support.databases import truncate
 from tests.support.factories import make_letter, signature_in, verify_token
@@ -190,7 +185,7 @@ def _check(db: Database, settings: Settings, outcome: Outcome) -> None:
             for address in session.scalars(select(OutboxEmail.to_address))
             if address is not None
         )
-        assert max(emails.values()) <= EMAILS_PER_WINDOW
+        assert max(emails.values()) <= settings.email_cap[0]
         assert (waiting or 0) <= NEW_SIGNERS + PENDING_SIGNERS  # at most one per address
 
 

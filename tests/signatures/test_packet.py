@@ -178,3 +178,43 @@ def test_iter_signers_reads_in_short_sessions_of_one_batch(
         seen.append(signer)
     assert listed(seen) == EXPECTED
     assert opened == len(EXPECTED) // 2 + 1  # 2, 2, 2, 1
+
+
+def test_a_name_waiting_for_its_threshold_is_only_counted(
+    session: Session, settings: Settings, tmp_path: Path
+) -> None:
+    """The packet may go to the signer's employer: a name that waits for 10 others from
+    its company is counted with the anonymous, never listed, until the 10th other signs
+    (in every batch size: the keyset still moves past it)."""
+    letter = make_letter(session)
+    waiting = sign_and_confirm(session, letter, settings, name="Careful Person",
+                               email="careful@acme-corp.example", show_domain=True,
+                               name_threshold=10)  # fmt: skip
+    others = [
+        sign_and_confirm(session, letter, settings, name=f"Colleague {n}",
+                         email=f"c{n}@acme-corp.example", show_domain=True)  # fmt: skip
+        for n in range(9)
+    ]
+    session.flush()
+    assert waiting.name_threshold == 10 and waiting.show_domain
+    for limit in (1, 3, 100):
+        names = _all_names(session, letter, limit)
+        assert "Careful Person" not in names and len(names) == 9, limit
+    assert count_anonymous(session, letter_id=letter.id) == 1
+
+    others.append(sign_and_confirm(session, letter, settings, name="Colleague 9",
+                                   email="c9@acme-corp.example", show_domain=True))  # fmt: skip
+    session.flush()
+    assert "Careful Person" in _all_names(session, letter, 100)
+    assert count_anonymous(session, letter_id=letter.id) == 0
+
+
+def _all_names(session: Session, letter: Letter, limit: int) -> list[str]:
+    names: list[str] = []
+    after: PacketSigner | None = None
+    while True:
+        batch = signers_batch(session, letter_id=letter.id, after=after, limit=limit)
+        names += [signer.name for signer in batch if not signer.withheld]
+        if len(batch) < limit:
+            return names
+        after = batch[-1]

@@ -36,8 +36,6 @@ from app.signatures.models import (
 )
 from app.signatures.schemas import PublicSignature
 from app.signatures.service import (
-    EMAIL_WINDOW,
-    EMAILS_PER_WINDOW,
     decode_cursor,
     encode_cursor,
     list_public_signatures,
@@ -254,33 +252,73 @@ def test_emails_per_address_are_capped_per_window_and_the_newest_waits(
 ) -> None:
     """The cap limits emails, never signing: past it the newest submission waits for
     the window instead of being dropped, and older waiting ones give way to it."""
+    cap, window = settings.email_cap
+    assert (cap, window) == (5, timedelta(hours=1))  # RATE_LIMIT_EMAILS's default
     letter = make_letter(session)
     flood = [sign(session, letter, settings, email="target@example.org", name=f"Attempt {n}")
-             for n in range(EMAILS_PER_WINDOW + 3)]  # fmt: skip
+             for n in range(cap + 3)]  # fmt: skip
     now = utcnow()
     notify_pending(session, settings=settings, now=now)
-    assert EMAILS_PER_WINDOW == 3
-    assert len(outbox_to(session, settings, letter, "target@example.org")) == 3
+    assert len(outbox_to(session, settings, letter, "target@example.org")) == cap
     states = [fresh(session, row).state for row in flood]
-    assert states == [PendingState.SENT] * 3 + [PendingState.SKIPPED] * 2 + [PendingState.WAITING]
+    assert states == [PendingState.SENT] * cap + [PendingState.SKIPPED] * 2 + [PendingState.WAITING]
 
     # Later in the window, nothing more goes out.
-    notify_pending(session, settings=settings, now=now + EMAIL_WINDOW / 2)
-    assert len(outbox_to(session, settings, letter, "target@example.org")) == 3
+    notify_pending(session, settings=settings, now=now + window / 2)
+    assert len(outbox_to(session, settings, letter, "target@example.org")) == cap
 
     # When the window has passed, the newest submission gets its link.
-    notify_pending(session, settings=settings, now=now + EMAIL_WINDOW + timedelta(seconds=1))
+    notify_pending(session, settings=settings, now=now + window + timedelta(seconds=1))
     emails = outbox_to(session, settings, letter, "target@example.org")
-    assert len(emails) == 4
+    assert len(emails) == cap + 1
     newest = read_verification(session, token=token_in(emails[-1][1], settings), settings=settings)
-    assert newest.pending.name == f"Attempt {EMAILS_PER_WINDOW + 2}"
+    assert newest.pending.name == f"Attempt {cap + 2}"
+
+
+def _cap_edge(session: Session, settings: Settings, cap: int, window: timedelta) -> None:
+    """The cap-th email of a window goes, the next waits exactly until the first one of
+    the window ages out of it."""
+    letter = make_letter(session)
+    address = "edge@example.org"
+    start = utcnow() + timedelta(minutes=1)  # after every submission below is due
+    for n in range(cap):
+        sign(session, letter, settings, email=address, name=f"Sent {n}")
+        notify_pending(session, settings=settings, now=start + timedelta(seconds=n))
+    assert len(outbox_to(session, settings, letter, address)) == cap  # the last one went
+    over = sign(session, letter, settings, email=address, name="Over the cap")
+    notify_pending(session, settings=settings, now=start + timedelta(seconds=cap))
+    held = fresh(session, over)
+    assert held.state == PendingState.WAITING
+    assert len(outbox_to(session, settings, letter, address)) == cap
+    assert held.due_at == start + window  # when the first email leaves the window
+
+    notify_pending(session, settings=settings, now=start + window - timedelta(seconds=1))
+    assert fresh(session, over).state == PendingState.WAITING
+    notify_pending(session, settings=settings, now=start + window + timedelta(seconds=1))
+    assert fresh(session, over).state == PendingState.SENT
+    assert len(outbox_to(session, settings, letter, address)) == cap + 1
+
+
+def test_the_fifth_email_goes_and_the_sixth_waits_by_default(
+    session: Session, settings: Settings
+) -> None:
+    _cap_edge(session, settings, 5, timedelta(hours=1))
+
+
+def test_the_email_cap_follows_rate_limit_emails(
+    session: Session, database: Database, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path, database.url, rate_limit_emails="2/10 minutes")
+    assert settings.email_cap == (2, timedelta(minutes=10))
+    _cap_edge(session, settings, 2, timedelta(minutes=10))
 
 
 def test_nobody_can_lock_a_person_out_of_signing(session: Session, settings: Settings) -> None:
     """An attacker uses up the cap with the victim's address; the victim signs after
     that, and the victim's own submission is the one whose link goes out next."""
     letter = make_letter(session)
-    for n in range(EMAILS_PER_WINDOW + 2):
+    cap, window = settings.email_cap
+    for n in range(cap + 2):
         sign(session, letter, settings, email="victim@example.org", name=f"Fake {n}",
              display=SignatureDisplay.PUBLIC, contact_ok=True)  # fmt: skip
     now = utcnow()
@@ -290,7 +328,7 @@ def test_nobody_can_lock_a_person_out_of_signing(session: Session, settings: Set
     notify_pending(session, settings=settings, now=now + timedelta(minutes=1))
     assert fresh(session, mine).state == PendingState.WAITING
 
-    notify_pending(session, settings=settings, now=now + EMAIL_WINDOW + timedelta(minutes=1))
+    notify_pending(session, settings=settings, now=now + window + timedelta(minutes=1))
     body = outbox_to(session, settings, letter, "victim@example.org")[-1][1]
     found = verify_signature(session, token=token_in(body, settings), settings=settings)
     assert found.pending.id == mine.id

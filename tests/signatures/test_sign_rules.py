@@ -27,7 +27,6 @@ from app.signatures.models import (
 )
 from app.signatures.schemas import SignatureIn
 from app.signatures.service import (
-    EMAILS_PER_WINDOW,
     SignersNotPublic,
     list_public_signatures,
     notify_pending,
@@ -338,7 +337,7 @@ def test_a_dropped_submission_loses_its_comment(session: Session, settings: Sett
     """Over the email cap, an older waiting submission is dropped for a newer one."""
     letter = make_letter(session, field_comment=FieldRule.OPTIONAL)
     address = "capped@example.org"
-    for n in range(EMAILS_PER_WINDOW):
+    for n in range(settings.email_cap[0]):
         sign(session, letter, settings, email=address, comment=f"Sent {n}.")
     notify_pending(session, settings=settings)
     older = sign(session, letter, settings, email=address, comment="Dropped.")
@@ -365,20 +364,30 @@ def test_each_signature_records_the_version_it_signed(session: Session, settings
     assert [signature.version for signature in signatures_of(session, letter)] == [2, 3]
 
 
-def test_a_confirmed_signature_gets_its_own_random_public_id(
+def test_a_confirmed_signature_takes_its_submissions_random_public_id(
     session: Session, settings: Settings
 ) -> None:
+    """The id the manage link in the confirmation email was made for (D78): random,
+    one per signature, never a row id."""
     letter = make_letter(session)
     signatures = [sign_and_confirm(session, letter, settings) for _ in range(5)]
     ids = [signature.public_id for signature in signatures]
     assert all(isinstance(value, str) and len(value) >= 21 for value in ids)
     assert len(set(ids)) == len(ids)
-    pending_ids = set(session.scalars(select(PendingSignature.public_id)))
+    confirmed = set(
+        session.scalars(
+            select(PendingSignature.public_id).where(
+                PendingSignature.letter_id == letter.id,
+                PendingSignature.state == PendingState.CONFIRMED,
+            )
+        )
+    )
+    assert set(ids) == confirmed
     row_ids = {str(signature.id) for signature in signatures}
-    assert not set(ids) & (pending_ids | row_ids)  # not a submission's id, not a row id
+    assert not set(ids) & row_ids
 
 
-def test_a_withdrawn_signature_comes_back_with_its_public_id_and_new_comment(
+def test_a_withdrawn_signature_comes_back_with_new_links_and_new_comment(
     session: Session, settings: Settings
 ) -> None:
     letter = make_letter(session, field_comment=FieldRule.OPTIONAL, version=1)
@@ -397,7 +406,8 @@ def test_a_withdrawn_signature_comes_back_with_its_public_id_and_new_comment(
     verify_signature(session, token=verify_token(settings, again), settings=settings)
     [back] = signatures_of(session, letter)
     assert back.status == SignatureStatus.VERIFIED
-    assert back.public_id == public_id
+    # The new submission's id: links from before the withdrawal no longer control it.
+    assert back.public_id == again.public_id != public_id
     assert (back.comment, back.comment_public_ok, back.comment_approved) == ("New.", False, False)
     assert back.version == 2
 

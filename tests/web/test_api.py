@@ -44,8 +44,18 @@ DETAIL_KEYS = LETTER_KEYS | {
     "signer_fields",
     "allow_anonymous",
     "show_signers",
+    "signers",
 }
-SIGNER_KEYS = {"name", "title", "organization", "city", "verified_domain", "signed_on"}
+SIGNER_KEYS = {
+    "name",
+    "title",
+    "organization",
+    "city",
+    "verified_domain",
+    "verified_company",
+    "organizer_confirmed",
+    "signed_on",
+}
 
 
 @pytest.fixture
@@ -200,9 +210,15 @@ def test_signatures_list_shape_and_anonymous_signers(
         "organization": "US Navy",
         "city": "Arlington",
         "verified_domain": None,
+        "verified_company": None,
+        "organizer_confirmed": False,
         "signed_on": grace["signed_on"],
     }
-    assert anonymous == {**dict.fromkeys(SIGNER_KEYS), "signed_on": anonymous["signed_on"]}
+    assert anonymous == {
+        **dict.fromkeys(SIGNER_KEYS),
+        "organizer_confirmed": False,
+        "signed_on": anonymous["signed_on"],
+    }
     assert bare["name"] == "Bare Name"
     assert (bare["title"], bare["organization"], bare["city"]) == (None, None, None)
     assert "Hidden" not in response.text

@@ -176,6 +176,9 @@ SPECS: dict[tuple[str, str], Spec] = {
     ("POST", f"{P}/restore"): Spec(LETTER, EDITOR, 303, position=3),
     ("POST", f"{P}/comment/approve"): Spec(LETTER, OWNER, 303, position=1),
     ("POST", f"{P}/comment/unapprove"): Spec(LETTER, OWNER, 303, position=4),
+    ("POST", f"{P}/confirmed"): Spec(
+        LETTER, OWNER, 303, lambda _: {"confirmed": "true"}, position=4
+    ),
     ("GET", f"{L}/signatures/bulk"): Spec(LETTER, OWNER),
     ("POST", f"{L}/signatures/bulk"): Spec(LETTER, OWNER, 303, bulk_form),
     ("GET", f"{L}/export.csv"): Spec(LETTER, OWNER, writes=True),
@@ -207,6 +210,9 @@ PUBLIC_POSTS = {
     ("POST", "/letters/{slug}/sign"): "a signer's form: its CSRF is tested in test_security",
     ("POST", "/verify/{token}"): "a signer's confirmation: its CSRF is tested in test_security",
     ("POST", "/unsubscribe/{token}"): "RFC 8058 one-click: no cookie, the token is the credential",
+    ("POST", "/signature/{token}/display"): "the manage link: CSRF in test_manage_pages",
+    ("POST", "/signature/{token}/stop-updates"): "the manage link: CSRF in test_manage_pages",
+    ("POST", "/signature/{token}/withdraw"): "the manage link: CSRF in test_manage_pages",
 }
 
 

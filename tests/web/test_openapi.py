@@ -41,6 +41,8 @@ ERROR_OUT = "#/components/schemas/ErrorOut"
 OPERATIONS = {
     ("get", "/api/v1/letters"): {"200", "503"},
     ("get", "/api/v1/letters/{slug}"): {"200", "404", "503"},
+    ("get", "/api/v1/letters/{slug}/challenge"): {"200", "404", "503"},
+    ("get", "/api/v1/letters/{slug}/breakdown"): {"200", "404", "503"},
     ("get", "/api/v1/letters/{slug}/signatures"): {"200", "404", "422", "503"},
     ("post", "/api/v1/letters/{slug}/signatures"): {"202", "404", "409", "413", "422", "503"},
     ("post", "/api/v1/signatures/verify"): {"200", "400", "409", "413", "422", "503"},
