@@ -1,5 +1,15 @@
-"""The `undersigned` console script, run as an operator runs it: a separate process
-configured only through UNDERSIGNED_* environment variables."""
+"""The `undersigned` console script, configured only through UNDERSIGNED_* environment
+variables, as an operator runs it.
+
+Most tests call the script's entry point (`app.cli:main`, what the console script runs)
+in this process, with the same isolation a separate process has: only the test's
+UNDERSIGNED_* variables, its own working directory (so no .env or ./var of the checkout
+is read), stdout and stderr captured apart, the exit status, and an uncaught exception
+turned into a traceback on stderr and status 1. `run_process` runs the real console
+script in a subprocess: the long-running commands (`serve`, `worker`) always go there,
+and the tests of the schema and of the generated key file (its modes) use it, so the
+installed script itself stays tested end to end.
+"""
 
 from __future__ import annotations
 
@@ -21,9 +31,9 @@ from app.letters.models import FieldRule, Letter, LetterStatus
 from app.organizers.models import AuditEvent, Organizer
 from tests.support.config import make_settings
 from tests.support.factories import sign_and_confirm
-from tests.support.processes import clean_env, console_script
+from tests.support.processes import clean_env, console_script, run_in_process
 
-pytestmark = pytest.mark.slow  # runs `undersigned` in subprocesses
+pytestmark = pytest.mark.slow  # runs `undersigned` (some of it in subprocesses)
 
 TIMEOUT = 120
 SECRET = "cli-test-secret-0123456789-abcdefghijklmnop"
@@ -38,8 +48,9 @@ def database_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def run(tmp_path: Path, database_url: str) -> Run:
-    """Runs `undersigned ARGS` in tmp_path (so no .env or ./var of the checkout is read)."""
+def run_process(tmp_path: Path, database_url: str) -> Run:
+    """Runs `undersigned ARGS` in tmp_path (so no .env or ./var of the checkout is read),
+    as a separate process: the installed console script."""
     script = console_script()
 
     def run(
@@ -74,6 +85,46 @@ def run(tmp_path: Path, database_url: str) -> Run:
     return run
 
 
+# Commands that keep running (a server, a worker): only ever in a subprocess, so that a
+# broken check ends in the subprocess's timeout, not in a test that never returns.
+LONG_RUNNING = {"serve", "worker"}
+
+
+@pytest.fixture
+def run(tmp_path: Path, database_url: str, run_process: Run) -> Run:
+    """Runs `undersigned ARGS` as `run_process` does (same environment, working
+    directory, separate stdout and stderr, exit status) but in this process, through the
+    console script's entry point; `serve` and `worker` still go to `run_process`."""
+
+    def run(
+        *args: str,
+        secret: bool | str = True,
+        expect: int | None = 0,
+        timeout: float = TIMEOUT,
+        env_extra: dict[str, str] | None = None,
+        **settings: str,
+    ) -> subprocess.CompletedProcess[str]:
+        if args and args[0] in LONG_RUNNING:
+            return run_process(
+                *args, secret=secret, expect=expect, timeout=timeout, env_extra=env_extra,
+                **settings,
+            )  # fmt: skip
+        if secret:
+            settings["SECRET_KEY"] = SECRET if secret is True else str(secret)
+        env = clean_env(database_url=database_url, data_dir=str(tmp_path / "data"))
+        env.update({f"UNDERSIGNED_{name}": value for name, value in settings.items()})
+        env.update(env_extra or {})
+        result = run_in_process(args, cwd=tmp_path, env=env)
+        if expect is not None:
+            assert result.returncode == expect, (
+                f"`undersigned {' '.join(args)}` exited {result.returncode}\n"
+                f"stdout: {result.stdout}\nstderr: {result.stderr}"
+            )
+        return result
+
+    return run
+
+
 def _letter(database_url: str, slug: str) -> Letter | None:
     database = Database(database_url)
     try:
@@ -83,8 +134,8 @@ def _letter(database_url: str, slug: str) -> Letter | None:
         database.dispose()
 
 
-def test_db_upgrade_creates_the_schema(run: Run, database_url: str) -> None:
-    result = run("db", "upgrade")
+def test_db_upgrade_creates_the_schema(run_process: Run, database_url: str) -> None:
+    result = run_process("db", "upgrade")
     assert "up to date" in result.stdout
     database = Database(database_url)
     try:
@@ -92,7 +143,7 @@ def test_db_upgrade_creates_the_schema(run: Run, database_url: str) -> None:
     finally:
         database.dispose()
     assert {"letters", "letter_tallies", "signatures", "outbox_emails", "alembic_version"} <= tables
-    run("db", "upgrade")  # a second run is a no-op, not an error
+    run_process("db", "upgrade")  # a second run is a no-op, not an error
 
 
 def test_demo_is_idempotent(run: Run, database_url: str) -> None:
@@ -386,23 +437,23 @@ def test_purge_runs(run: Run) -> None:
     assert all(line.endswith("deleted") for line in lines), result.stdout
 
 
-def test_secret_key_is_generated_once_and_kept(run: Run, tmp_path: Path) -> None:
+def test_secret_key_is_generated_once_and_kept(run_process: Run, tmp_path: Path) -> None:
     key_file = tmp_path / "data" / "secret_key"
     assert not key_file.exists()
 
-    run("db", "upgrade", secret=False)
+    run_process("db", "upgrade", secret=False)
     assert key_file.is_file()
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     assert stat.S_IMODE(key_file.parent.stat().st_mode) == 0o700
     key = key_file.read_text()
     assert len(key.strip()) >= 32
 
-    run("purge", secret=False)
+    run_process("purge", secret=False)
     assert key_file.read_text() == key, "a restart must keep the key (and so every link)"
 
     # With the key given in the environment, no file is needed or touched.
     key_file.unlink()
-    run("purge", secret=key)
+    run_process("purge", secret=key)
     assert not key_file.exists()
 
 
@@ -436,9 +487,9 @@ def test_processes_with_another_secret_key_refuse_to_start(run: Run) -> None:
     run("purge")  # the right key still works
 
 
-def test_serve_refuses_the_dev_mailbox_on_the_network(run: Run) -> None:
+def test_serve_refuses_the_dev_mailbox_on_the_network(run_process: Run) -> None:
     for host in ("0.0.0.0", "::", "192.0.2.10", "letters.example.org"):  # noqa: S104
-        refused = run("serve", "--host", host, "--port", "1", expect=2, timeout=60)
+        refused = run_process("serve", "--host", host, "--port", "1", expect=2, timeout=60)
         assert f"Refusing to serve on {host}" in refused.stderr
         assert "UNDERSIGNED_ALLOW_DEV_MAIL_ON_NETWORK=true" in refused.stderr
         assert "Traceback" not in refused.stderr

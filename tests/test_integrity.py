@@ -42,7 +42,7 @@ from app.signatures.moderation import remove_signature, set_hidden
 from app.signatures.service import notify_pending, verify_signature
 from tests.support.config import make_settings
 from tests.support.factories import make_letter, sign, sign_and_confirm, verify_token
-from tests.support.processes import clean_env, console_script
+from tests.support.processes import clean_env, run_in_process
 
 ADDRESS = "private.person@example.org"
 
@@ -443,10 +443,8 @@ def test_undersigned_check_exits_1_until_repaired(tmp_path: Path) -> None:
                     secret_key="check-test-secret-0123456789-abcdefghijklmn")  # fmt: skip
 
     def undersigned(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(  # noqa: S603
-            [console_script(), *args], cwd=tmp_path, env=env, capture_output=True,
-            text=True, timeout=120, check=False,
-        )  # fmt: skip
+        """`undersigned ARGS` through its entry point (as tests/test_cli.py runs it)."""
+        return run_in_process(args, cwd=tmp_path, env=env)
 
     assert undersigned("db", "upgrade").returncode == 0
     database = Database(url)

@@ -8,8 +8,9 @@ import shutil
 import subprocess
 import sys
 import time
+import traceback
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 
@@ -58,3 +59,56 @@ def wait_until_healthy(
         assert process.poll() is None, f"the server stopped:\n{output()}"
         assert time.monotonic() < deadline, f"the server did not start:\n{output()}"
         time.sleep(0.1)
+
+
+def run_in_process(
+    args: tuple[str, ...] | list[str], *, cwd: Path, env: Mapping[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """`undersigned ARGS` without a new process: the console script's entry point
+    (`app.cli:main`, umask included) called here, as the script would run it with
+    exactly `env` as its environment and `cwd` as its working directory (so no .env or
+    ./var of the checkout is read). Returns what `subprocess.run(..., text=True,
+    capture_output=True)` would: the exit status, stdout and stderr apart, and for an
+    uncaught exception what the interpreter does (a traceback on stderr, status 1).
+    The environment, working directory, umask and sys.argv are put back afterwards.
+
+    For one-off commands only: `serve` and `worker` keep running, so they go to a real
+    process (where a broken check ends in a timeout rather than a test that never ends).
+    """
+    from click.testing import CliRunner
+
+    from app.cli import main
+
+    argv = ["undersigned", *args]
+    assert not ({"serve", "worker"} & set(args[:1])), "run long-running commands in a process"
+    overrides: dict[str, str | None] = {key: None for key in os.environ if key not in env}
+    overrides.update(env)
+    saved_argv, saved_cwd = sys.argv, Path.cwd()
+    saved_umask = os.umask(0o022)
+    os.umask(saved_umask)
+    with CliRunner().isolation(env=overrides) as (stdout, stderr, _):
+        sys.argv = argv
+        os.chdir(cwd)
+        try:
+            main()
+        except SystemExit as exit_:
+            code = exit_.code
+            if code is None or isinstance(code, int):
+                returncode = code or 0
+            else:  # sys.exit("message")
+                print(code, file=sys.stderr)
+                returncode = 1
+        except Exception:  # what the interpreter does with an uncaught exception
+            traceback.print_exc(file=sys.stderr)
+            returncode = 1
+        else:
+            returncode = 0
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            sys.argv = saved_argv
+            os.chdir(saved_cwd)
+            os.umask(saved_umask)
+    return subprocess.CompletedProcess(
+        argv, returncode, stdout.getvalue().decode(), stderr.getvalue().decode()
+    )

@@ -496,13 +496,47 @@ def _report(violations: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+@pytest.fixture(scope="module")
+def tabs(chromium: Browser) -> Iterator[dict[str, Page]]:
+    """One browser context and tab per viewport, shared by the pages' tests: opening a
+    tab costs more than loading a page. `_clean_tab` gives each test a clean one."""
+    contexts = {
+        viewport: chromium.new_context(**options) for viewport, options in VIEWPORTS.items()
+    }
+    try:
+        yield {viewport: context.new_page() for viewport, context in contexts.items()}
+    finally:
+        for context in contexts.values():
+            context.close()
+
+
+def _clean_tab(tabs: dict[str, Page], viewport: str) -> Page:
+    """The viewport's tab as a new one is: no cookies, no HTTP cache (so each test sees
+    every request its page makes), on a blank page (a new tab in the same context if a
+    failed test closed it). The app stores nothing else in a browser (no localStorage,
+    sessionStorage or service worker)."""
+    page = tabs[viewport]
+    if page.is_closed():
+        page = tabs[viewport] = page.context.new_page()
+    if not getattr(page, "_a11y_no_cache", False):
+        page.context.new_cdp_session(page).send("Network.setCacheDisabled", {"cacheDisabled": True})
+        page._a11y_no_cache = True  # type: ignore[attr-defined]
+    page.context.clear_cookies()
+    page.goto("about:blank")
+    assert page.context.cookies() == []
+    return page
+
+
 @pytest.mark.parametrize("viewport", list(VIEWPORTS))
 @pytest.mark.parametrize("name", list(PAGES))
-def test_no_axe_violations(chromium: Browser, site: Site, name: str, viewport: str) -> None:
-    context = chromium.new_context(**VIEWPORTS[viewport])
-    page = context.new_page()
+def test_no_axe_violations(tabs: dict[str, Page], site: Site, name: str, viewport: str) -> None:
+    page = _clean_tab(tabs, viewport)
     requests: list[str] = []
-    page.on("request", lambda request: requests.append(request.url))
+
+    def record(request: Any) -> None:
+        requests.append(request.url)
+
+    page.on("request", record)
     try:
         PAGES[name](page, site)
         page.wait_for_load_state("networkidle")
@@ -520,7 +554,7 @@ def test_no_axe_violations(chromium: Browser, site: Site, name: str, viewport: s
         # axe came from the package, not from the network.
         assert all(url.startswith(site.base_url) for url in requests), requests
     finally:
-        context.close()
+        page.remove_listener("request", record)
 
 
 # --- The keyboard ----------------------------------------------------------------------

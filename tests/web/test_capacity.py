@@ -37,7 +37,12 @@ import pytest
 from tests.support.config import PG_URL, skip_or_fail
 from tests.support.databases import create_postgres_database, drop_postgres_database
 from tests.support.ports import free_port
-from tests.support.processes import clean_env, console_script, wait_until_healthy
+from tests.support.processes import (
+    clean_env,
+    console_script,
+    run_in_process,
+    wait_until_healthy,
+)
 
 pytestmark = pytest.mark.slow  # runs `undersigned serve` in a subprocess
 
@@ -109,15 +114,9 @@ def server(database_url: str, tmp_path: Path) -> Iterator[Server]:
         ["letter", "create", "--slug", SLUG, "--title", "Load test",
          "--body-file", str(body), "--publish"],
     ):  # fmt: skip
-        done = subprocess.run(  # noqa: S603
-            [console_script(), *command],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        # One-off set-up commands through the script's entry point, in this process (as
+        # tests/test_cli.py runs them); the server below is the real process.
+        done = run_in_process(command, cwd=tmp_path, env=env)
         assert done.returncode == 0, done.stdout + done.stderr
     workers = "2" if database_url.startswith("postgresql") else "1"
     log = tmp_path / "server.log"

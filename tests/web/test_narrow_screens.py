@@ -213,15 +213,37 @@ SQUEEZED_CELLS = """(least) => [
   .map(td => td.innerText.slice(0, 40))"""
 
 
-def _context(browser: Browser, site: Site, name: str) -> BrowserContext:
-    """A phone's browser, signed in as the admin for the dashboard's pages."""
+@pytest.fixture(scope="module")
+def phone(browser: Browser) -> Iterator[dict[str, Page]]:
+    """A phone's browser with one tab, shared by the pages' tests (opening a tab costs
+    more than loading a page); `_phone_tab` gives each test a clean one."""
     context = browser.new_context(
         viewport={"width": WIDTH, "height": 640}, is_mobile=True, has_touch=True
     )
+    try:
+        yield {"tab": context.new_page()}
+    finally:
+        context.close()
+
+
+def _phone_tab(phone: dict[str, Page], site: Site, name: str) -> Page:
+    """The phone's tab as a new one is (no cookies, no HTTP cache, a blank page; a new
+    tab if a failed test closed it), signed in as the admin for the dashboard's pages.
+    The app stores nothing else in a browser (no localStorage or service worker)."""
+    page = phone["tab"]
+    if page.is_closed():
+        page = phone["tab"] = page.context.new_page()
+    if not getattr(page, "_narrow_no_cache", False):
+        page.context.new_cdp_session(page).send("Network.setCacheDisabled", {"cacheDisabled": True})
+        page._narrow_no_cache = True  # type: ignore[attr-defined]
+    context: BrowserContext = page.context
+    context.clear_cookies()
+    page.goto("about:blank")
+    assert context.cookies() == []
     if name in DASHBOARD_PAGES:
         cookie_name, cookie_value = site.cookie
         context.add_cookies([{"name": cookie_name, "value": cookie_value, "url": site.base_url}])
-    return context
+    return page
 
 
 def _open(page: Page, site: Site, path: str, status: int) -> None:
@@ -232,26 +254,24 @@ def _open(page: Page, site: Site, path: str, status: int) -> None:
 
 
 @pytest.mark.parametrize("name", list(PAGES))
-def test_nothing_is_wider_than_a_320px_screen(browser: Browser, site: Site, name: str) -> None:
+def test_nothing_is_wider_than_a_320px_screen(
+    phone: dict[str, Page], site: Site, name: str
+) -> None:
     path, status = PAGES[name]
-    context = _context(browser, site, name)
-    page = context.new_page()
-    try:
-        _open(page, site, path, status)
-        if name in ("letter", "signers", "dashboard-signatures", "dashboard-packet"):
-            assert LONG_NAME in page.locator("main").inner_text(), "the signers are shown"
-        if name in DASHBOARD_PAGES:
-            assert not page.url.endswith("/login"), "the session cookie did not sign in"
-        scroll_width, inner_width = page.evaluate(
-            "[document.documentElement.scrollWidth, window.innerWidth]"
-        )
-        ARTIFACTS.mkdir(exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / f"narrow-{name}.png"), full_page=True)
-        assert scroll_width <= WIDTH, page.evaluate(WIDE_ELEMENTS, WIDTH)
-        assert inner_width == WIDTH, "the phone zoomed out to fit something wide"
-        assert page.evaluate(SQUEEZED_CELLS, WIDTH - 80) == [], "a table's rows should stack"
-    finally:
-        context.close()
+    page = _phone_tab(phone, site, name)
+    _open(page, site, path, status)
+    if name in ("letter", "signers", "dashboard-signatures", "dashboard-packet"):
+        assert LONG_NAME in page.locator("main").inner_text(), "the signers are shown"
+    if name in DASHBOARD_PAGES:
+        assert not page.url.endswith("/login"), "the session cookie did not sign in"
+    scroll_width, inner_width = page.evaluate(
+        "[document.documentElement.scrollWidth, window.innerWidth]"
+    )
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"narrow-{name}.png"), full_page=True)
+    assert scroll_width <= WIDTH, page.evaluate(WIDE_ELEMENTS, WIDTH)
+    assert inner_width == WIDTH, "the phone zoomed out to fit something wide"
+    assert page.evaluate(SQUEEZED_CELLS, WIDTH - 80) == [], "a table's rows should stack"
 
 
 def test_a_wide_table_scrolls_inside_its_own_box(browser: Browser, site: Site) -> None:
@@ -279,17 +299,13 @@ def test_a_wide_table_scrolls_inside_its_own_box(browser: Browser, site: Site) -
 @pytest.mark.parametrize(
     "name", ["letter", "signers", "dashboard", "dashboard-signatures", "dashboard-audit"]
 )
-def test_the_long_words_pages_pass_axe_at_320px(browser: Browser, site: Site, name: str) -> None:
+def test_the_long_words_pages_pass_axe_at_320px(
+    phone: dict[str, Page], site: Site, name: str
+) -> None:
     """The scrolling table box, the styled table and the wrapped words, and the
     dashboard's tables as cards, under axe-core's WCAG 2.x A and AA rules (as
     test_accessibility.py runs them on the demo pages)."""
-    context = _context(browser, site, name)
-    page = context.new_page()
-    try:
-        _open(page, site, *PAGES[name])
-        violations = [
-            (v["id"], [n["html"][:120] for n in v["nodes"]]) for v in axe_violations(page)
-        ]
-        assert violations == []
-    finally:
-        context.close()
+    page = _phone_tab(phone, site, name)
+    _open(page, site, *PAGES[name])
+    violations = [(v["id"], [n["html"][:120] for n in v["nodes"]]) for v in axe_violations(page)]
+    assert violations == []
