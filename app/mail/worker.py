@@ -4,7 +4,8 @@ A worker claims a batch in a short transaction (PostgreSQL: FOR UPDATE SKIP LOCK
 so workers never wait on each other; SQLite: BEGIN IMMEDIATE), marks it `sending`
 with a short lease, commits, then for each email: renews the lease (skipping the email
 if another worker took it over), sends while a heartbeat keeps renewing the lease, and
-records the outcome only if it still holds the claim. A crash (even SIGKILL) leaves its
+records the outcome only if it still holds the claim (in the transaction that renews
+the next email's lease: D92). A crash (even SIGKILL) leaves its
 emails under a lease that runs out within `LEASE`, and another worker sends them: at
 least once, never lost, and never sent twice while the first worker is alive (D52).
 
@@ -20,11 +21,13 @@ import random
 import re
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from typing import cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from app.config import Settings
@@ -73,20 +76,21 @@ def claim_batch(session: Session, *, now: datetime, limit: int) -> list[tuple[in
     )
     if len(ids) < limit:
         ids += _fair_due(session, now=now, limit=limit - len(ids))
-    claims = []
-    for email_id in ids:
-        token = secrets.token_hex(16)
-        session.execute(
-            update(OutboxEmail)
-            .where(OutboxEmail.id == email_id)
+    claims = [(email_id, secrets.token_hex(16)) for email_id in ids]
+    if claims:
+        # One statement for the batch (executemany; psycopg pipelines it).
+        table = cast(Table, OutboxEmail.__table__)
+        session.connection().execute(
+            update(table)
+            .where(table.c.id == bindparam("claimed_id"))
             .values(
                 status=OutboxStatus.SENDING,
                 lease_expires_at=now + LEASE,
-                claim_token=token,
-                attempts=OutboxEmail.attempts + 1,
-            )
+                claim_token=bindparam("claimed_token"),
+                attempts=table.c.attempts + 1,
+            ),
+            [{"claimed_id": email_id, "claimed_token": token} for email_id, token in claims],
         )
-        claims.append((email_id, token))
     return claims
 
 
@@ -142,16 +146,24 @@ def renew_lease(session: Session, *, email_id: int, token: str, now: datetime) -
     return int(result.rowcount or 0) == 1  # type: ignore[attr-defined]
 
 
+BATCH_SIZE = 20
+"""Emails claimed per pass. A link queued behind a pass waits for at most this many
+sends, and the rest of the worker's pass (new submissions' emails, sign-in links,
+updates) runs between batches (D92)."""
+
+
 def deliver_due(
     database: Database,
     backend: Backend,
     *,
     settings: Settings,
     now: datetime | None = None,
-    limit: int = 20,
+    limit: int = BATCH_SIZE,
 ) -> int:
-    """One pass: claim, then renew, send and record each email. Returns how many were
-    sent. `now` (for tests) shifts this pass's clock; time still runs from there."""
+    """One pass: claim (reading the claimed emails in the same transaction), then for
+    each email renew its lease, send, and record the outcome. The outcome of one email
+    and the renewal of the next are one transaction. Returns how many were sent. `now`
+    (for tests) shifts this pass's clock; time still runs from there."""
     start = now or utcnow()
     offset = start - utcnow()
 
@@ -160,44 +172,88 @@ def deliver_due(
 
     with database.write() as session:
         claims = claim_batch(session, now=start, limit=limit)
+        emails = _read(session, [email_id for email_id, _ in claims])
+    if not claims:
+        close_if_idle = getattr(backend, "close_if_idle", None)
+        if callable(close_if_idle):
+            close_if_idle()  # a quiet worker keeps no SMTP connection open
+        return 0
     sent = 0
-    for email_id, token in claims:
-        email = _take(database, email_id, token, clock())
-        if email is None:
-            # A slow send earlier in this batch outlived the lease and another worker
-            # took this one over: sending it now would send it twice.
-            log.warning("email %s: lease lost before sending; skipped", email_id)
-            continue
-        outcome: dict[str, object]
-        try:
-            with _lease_kept(database, email_id, token, clock):
-                backend.send(build_message(email, mail_from=settings.mail_from))
-        except TransientMailError as exc:
-            error = _redacted(str(exc), email.to_address)
-            outcome = _retry_or_give_up(email.attempts, error)
-            log.warning("email %s: transient failure: %s", email_id, error)
-        except PermanentMailError as exc:
-            error = _redacted(str(exc), email.to_address)
-            outcome = _failed(error)
-            log.error("email %s: permanent failure: %s", email_id, error)
-        except Exception as exc:
-            # A bug or a surprise: retried (up to MAX_ATTEMPTS) like a transient
-            # failure, so that one bad email never stalls the rest of the outbox.
-            error = _redacted(f"{type(exc).__name__}: {exc}", email.to_address)
-            outcome = _retry_or_give_up(email.attempts, error)
-            log.error("email %s: unexpected failure: %s", email_id, error, exc_info=exc)
-        else:
-            outcome = {"status": OutboxStatus.SENT, "finished_at": utcnow(), "last_error": None}
-            sent += 1
-        if outcome["status"] != OutboxStatus.PENDING:
-            outcome.update(FORGOTTEN)  # finished: the address and the link go now
+    settle: _Outcome | None = None
+    with _heartbeat(database, clock) as heartbeat:
+        for email_id, token in claims:
+            held = _settle_and_renew(database, settle, email_id, token, clock())
+            settle = None
+            if not held:
+                # A slow send earlier in this batch outlived the lease and another worker
+                # took this one over: sending it now would send it twice.
+                log.warning("email %s: lease lost before sending; skipped", email_id)
+                continue
+            email = emails[email_id]
+            outcome: dict[str, object]
+            try:
+                with heartbeat.keeping(email_id, token):
+                    backend.send(build_message(email, mail_from=settings.mail_from))
+            except TransientMailError as exc:
+                error = _redacted(str(exc), email.to_address)
+                outcome = _retry_or_give_up(email.attempts, error)
+                log.warning("email %s: transient failure: %s", email_id, error)
+            except PermanentMailError as exc:
+                error = _redacted(str(exc), email.to_address)
+                outcome = _failed(error)
+                log.error("email %s: permanent failure: %s", email_id, error)
+            except Exception as exc:
+                # A bug or a surprise: retried (up to MAX_ATTEMPTS) like a transient
+                # failure, so that one bad email never stalls the rest of the outbox.
+                error = _redacted(f"{type(exc).__name__}: {exc}", email.to_address)
+                outcome = _retry_or_give_up(email.attempts, error)
+                log.error("email %s: unexpected failure: %s", email_id, error, exc_info=exc)
+            else:
+                outcome = {"status": OutboxStatus.SENT, "finished_at": utcnow(), "last_error": None}
+                sent += 1
+            if outcome["status"] != OutboxStatus.PENDING:
+                outcome.update(FORGOTTEN)  # finished: the address and the link go now
+            settle = (email_id, token, outcome)
+    if settle is not None:
         with database.write() as session:
-            session.execute(
-                update(OutboxEmail)
-                .where(OutboxEmail.id == email_id, OutboxEmail.claim_token == token)
-                .values(lease_expires_at=None, claim_token=None, **outcome)
-            )
+            _record(session, *settle)
     return sent
+
+
+_Outcome = tuple[int, str, dict[str, object]]
+"""(email id, claim token, the values that record its outcome)."""
+
+
+def _read(session: Session, ids: list[int]) -> dict[int, OutboxEmail]:
+    """The claimed emails, detached. What is sent is fixed while they are claimed: only
+    the claim's holder changes a claimed row's content (when it finishes)."""
+    if not ids:
+        return {}
+    emails = {e.id: e for e in session.scalars(select(OutboxEmail).where(OutboxEmail.id.in_(ids)))}
+    session.expunge_all()
+    return emails
+
+
+def _record(session: Session, email_id: int, token: str, outcome: dict[str, object]) -> None:
+    """Only if this worker still holds the claim: a stale worker never overwrites the
+    outcome of the one that took the email over."""
+    session.execute(
+        update(OutboxEmail)
+        .where(OutboxEmail.id == email_id, OutboxEmail.claim_token == token)
+        .values(lease_expires_at=None, claim_token=None, **outcome)
+    )
+
+
+def _settle_and_renew(
+    database: Database, settle: _Outcome | None, email_id: int, token: str, now: datetime
+) -> bool:
+    """Records the previous email's outcome and renews this one's claim right before
+    its send (a batch's later emails may have waited long), in one transaction; False
+    if the claim is gone."""
+    with database.write() as session:
+        if settle is not None:
+            _record(session, *settle)
+        return renew_lease(session, email_id=email_id, token=token, now=now)
 
 
 def _redacted(error: str, address: str | None) -> str:
@@ -211,43 +267,91 @@ def _redacted(error: str, address: str | None) -> str:
     return error
 
 
-def _take(database: Database, email_id: int, token: str, now: datetime) -> OutboxEmail | None:
-    """Renews the claim right before sending (a batch's later emails may have waited
-    long) and reads the email, in one transaction; None if the claim is gone."""
-    with database.write() as session:
-        if not renew_lease(session, email_id=email_id, token=token, now=now):
-            return None
-        email = session.get_one(OutboxEmail, email_id)
-        session.expunge(email)
-        return email
+class _Heartbeat:
+    """Renews the lease of the email being sent every HEARTBEAT_SECONDS while its send
+    lasts, so that a slow SMTP server (a reply may take `smtp_timeout_seconds` per
+    command) never lets another worker send the same email while this one is still
+    sending it. One thread for the whole batch, started at its first send; once a claim
+    is found lost it is never renewed again, and a renewal under way finishes before
+    the send's outcome is recorded."""
+
+    def __init__(self, database: Database, clock: Clock) -> None:
+        self._database, self._clock = database, clock
+        self._cond = threading.Condition()
+        self._current: tuple[int, str] | None = None
+        self._due = 0.0
+        self._renewing = False
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    @contextmanager
+    def keeping(self, email_id: int, token: str) -> Iterator[None]:
+        with self._cond:
+            self._current = (email_id, token)
+            self._due = time.monotonic() + HEARTBEAT_SECONDS
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="mail-lease", daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._current = None
+                self._cond.notify_all()
+                while self._renewing:
+                    self._cond.wait()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        with self._cond:
+            while not self._closed:
+                current = self._current
+                if current is None:
+                    self._cond.wait()
+                    continue
+                remaining = self._due - time.monotonic()
+                if remaining > 0:
+                    self._cond.wait(remaining)
+                    continue
+                self._due = time.monotonic() + HEARTBEAT_SECONDS
+                self._renewing = True
+                self._cond.release()
+                try:
+                    held = self._renew(*current)
+                finally:
+                    self._cond.acquire()
+                    self._renewing = False
+                    self._cond.notify_all()
+                if not held and self._current == current:
+                    self._current = None  # lost: not renewed again
+
+    def _renew(self, email_id: int, token: str) -> bool:
+        """False only when the claim is known lost (a failed renewal is tried again)."""
+        try:
+            with self._database.write() as session:
+                held = renew_lease(session, email_id=email_id, token=token, now=self._clock())
+        except Exception as exc:
+            log.warning("email %s: could not renew the lease: %s", email_id, exc)
+            return True
+        if not held:
+            log.warning("email %s: lease lost while sending", email_id)
+        return held
 
 
 @contextmanager
-def _lease_kept(database: Database, email_id: int, token: str, clock: Clock) -> Iterator[None]:
-    """Renews the lease every HEARTBEAT_SECONDS while the block runs, so that a slow
-    SMTP server (a reply may take `smtp_timeout_seconds` per command) never lets
-    another worker send the same email while this one is still sending it."""
-    done = threading.Event()
-
-    def beat() -> None:
-        while not done.wait(HEARTBEAT_SECONDS):
-            try:
-                with database.write() as session:
-                    held = renew_lease(session, email_id=email_id, token=token, now=clock())
-            except Exception as exc:
-                log.warning("email %s: could not renew the lease: %s", email_id, exc)
-                continue
-            if not held:
-                log.warning("email %s: lease lost while sending", email_id)
-                return
-
-    heartbeat = threading.Thread(target=beat, name=f"lease-{email_id}", daemon=True)
-    heartbeat.start()
+def _heartbeat(database: Database, clock: Clock) -> Iterator[_Heartbeat]:
+    heartbeat = _Heartbeat(database, clock)
     try:
-        yield
+        yield heartbeat
     finally:
-        done.set()
-        heartbeat.join()
+        heartbeat.close()
 
 
 def _retry_or_give_up(attempts: int, error: str) -> dict[str, object]:
