@@ -10,6 +10,7 @@ up the checkout's `app/` by accident: it runs from an empty directory and assert
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import sysconfig
@@ -150,7 +151,10 @@ def test_the_installed_wheel_migrates_seeds_and_serves_pages(served: str) -> Non
         assert response.status == 200
         page = response.read().decode()
     assert "<form" in page and 'name="csrf_token"' in page
-    assert "/static/style.css" in page
-    with urllib.request.urlopen(f"{served}/static/style.css", timeout=10) as response:  # noqa: S310
-        assert response.status == 200
-        assert response.read() == (REPO_ROOT / "static" / "style.css").read_bytes()
+    # The content-hashed name, computed at startup from the installed static/.
+    stylesheet = re.search(r'href="(/static/style\.[0-9a-f]{12}\.css)"', page)
+    assert stylesheet, "no hashed stylesheet on the page"
+    for url in (stylesheet[1], "/static/style.css"):
+        with urllib.request.urlopen(f"{served}{url}", timeout=10) as response:  # noqa: S310
+            assert response.status == 200
+            assert response.read() == (REPO_ROOT / "static" / "style.css").read_bytes()

@@ -10,6 +10,7 @@ missing the tests skip, or fail under UNDERSIGNED_TEST_REQUIRE_ALL=1 (CI).
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -180,8 +181,9 @@ def test_sign_confirm_by_email_and_be_counted(browser: Browser, live_server: Liv
     # violation is reported as a console error).
     origin = live_server.url("/")
     assert letter_page_requests, "no request recorded"
-    assert any(url.endswith("/static/style.css") for url in letter_page_requests)
-    assert any(url.endswith("/static/live.js") for url in letter_page_requests)
+    # Under their content-hashed names (app/web/static.py).
+    assert any(re.search(r"/static/style\.[0-9a-f]{12}\.css$", url) for url in letter_page_requests)
+    assert any(re.search(r"/static/live\.[0-9a-f]{12}\.js$", url) for url in letter_page_requests)
     third_party = [url for url in seen.requests if not url.startswith(origin)]
     assert third_party == []
     assert seen.errors == []

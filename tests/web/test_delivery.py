@@ -333,7 +333,7 @@ def test_the_packet_lists_the_public_signers_by_organization(
     sign_in_as(client, app, OWNER, letter_slug=signed_letter.slug, role=Role.OWNER)
     html = packet_text(client, signed_letter)
 
-    assert '<link rel="stylesheet" href="/static/delivery.css">' in html
+    assert re.search(r'<link rel="stylesheet" href="/static/delivery\.[0-9a-f]{12}\.css">', html)
     assert '<h1 id="packet-title">Fix the bridge</h1>' in html
     assert "The Mayor" in html
     assert "<p>Please <strong>fix</strong> it.</p>" in html  # the sanitized body, as is
