@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import logging
 import os
 import signal
 import threading
@@ -30,9 +29,12 @@ db_cli = typer.Typer(help="Database commands.", no_args_is_help=True)
 letter_cli = typer.Typer(help="Letters: create, list, edit, publish, close, reopen, "
                          "archive, export.", no_args_is_help=True)  # fmt: skip
 admin_cli = typer.Typer(help="Organizer accounts.", no_args_is_help=True)
+dev_cli = typer.Typer(help="Development: test and benchmark data, never for a real letter.",
+                      no_args_is_help=True)  # fmt: skip
 cli.add_typer(db_cli, name="db")
 cli.add_typer(letter_cli, name="letter")
 cli.add_typer(admin_cli, name="admin")
+cli.add_typer(dev_cli, name="dev")
 
 
 def _settings() -> Settings:
@@ -161,6 +163,12 @@ def serve(
         )
     if settings.mail_backend == "dev":
         typer.echo(f"Dev mailbox: {urls.dev_mailbox_url(settings.base_url)}")
+    if workers > 1:  # each server process writes its metrics there; /metrics sums them
+        from app.metrics import prepare_multiprocess_dir
+
+        prepare_multiprocess_dir(settings.data_dir)
+    from app.logs import log_config
+
     typer.echo(
         f"Organizers sign in at {urls.login_url(settings.base_url)} "
         "(make the first account with: undersigned admin create YOU@EXAMPLE.ORG)"
@@ -175,6 +183,7 @@ def serve(
         forwarded_allow_ips=",".join(settings.trusted_proxies) or None,
         server_header=False,
         log_level=settings.log_level,
+        log_config=log_config(level=settings.log_level, json_lines=settings.log_format == "json"),
         # An access log would record client IPs and, in /verify/<token> paths, links
         # that confirm signatures. Off unless the operator asks for it.
         access_log=settings.access_log,
@@ -185,12 +194,11 @@ def serve(
 def worker() -> None:
     """Deliver the outbox until stopped (safe to run several)."""
     from app.jobs import run_worker
+    from app.logs import configure
     from app.mail.backends import make_backend
 
     settings = _settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
-    )
+    configure(level=settings.log_level, json_lines=settings.log_format == "json")
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -814,6 +822,97 @@ def check(
         typer.echo(line)
     if not report.ok:
         raise typer.Exit(1)
+
+
+# --- development -----------------------------------------------------------------------------
+
+
+@dev_cli.command("seed")
+def dev_seed(
+    letter: Annotated[str, typer.Option(help="The letter's slug (a draft, unless --force).")],
+    signatures: Annotated[
+        int, typer.Option(help="How many confirmed signatures to add (1 to 10,000,000).")
+    ],
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Seed a published letter too (test databases only)."),
+    ] = False,
+    days: Annotated[
+        int,
+        typer.Option(min=0, max=3650, help="Spread their confirmation times over these past days."),
+    ] = 30,
+    random_seed: Annotated[
+        int | None, typer.Option(help="Make the same names again (else: random).")
+    ] = None,
+) -> None:
+    """TEST AND BENCHMARK DATA ONLY: fill a letter with made-up signatures.
+
+    Realistic confirmed signatures (names, titles, organizations, cities;
+    some anonymous, some with a verified work domain and a name threshold;
+    made-up .example and free-mail addresses), numbered after the letter's
+    last position, the tally moved by as many in the same transaction
+    (`undersigned check` stays clean). No email is sent. A published letter
+    is refused unless --force: its readers would see signatures nobody gave.
+
+    Exit status 2: invalid input, or a published letter without --force;
+    1: no such letter."""
+    import time
+
+    from app.errors import InvalidInput
+    from app.letters.service import get_letter
+    from app.signatures.seed import MAX_SEED, seed_signatures
+
+    if not 1 <= signatures <= MAX_SEED:
+        typer.echo(f"--signatures: between 1 and {MAX_SEED:,}.", err=True)
+        raise typer.Exit(2)
+    settings = _settings()
+    started = time.perf_counter()
+    try:
+        with _transaction(settings) as session:
+            found = get_letter(session, slug=letter)
+            try:
+                seeded = seed_signatures(session, letter=found, count=signatures,
+                                         secret_key=settings.secret, force=force, days=days,
+                                         random_seed=random_seed)  # fmt: skip
+            except InvalidInput as exc:
+                typer.echo(exc.detail, err=True)
+                raise typer.Exit(2) from exc
+    except DomainError as exc:
+        raise _refused(_not_found_named(exc, letter), status=1) from exc
+    seconds = time.perf_counter() - started
+    typer.echo(
+        f"Letter {letter!r}: {seeded.added:,} signatures added (positions "
+        f"{seeded.first_position:,} to {seeded.last_position:,}) in {seconds:.1f} s; "
+        f"tally {seeded.verified_count:,}."
+    )
+
+
+@cli.command()
+def backup(
+    path: Annotated[Path, typer.Argument(help="Where to write the copy (a new file).")],
+    force: Annotated[bool, typer.Option("--force", help="Replace PATH if it exists.")] = False,
+) -> None:
+    """Copy the live SQLite database to PATH, consistently, while the app runs.
+
+    On PostgreSQL it prints how to use pg_dump and runs nothing. Exit status 0: the copy
+    is written; 1: it failed or PATH exists (without --force); 2: not a SQLite file
+    database (nothing written)."""
+    from app.backup import BackupRefused, backup_sqlite, pg_dump_advice, sqlite_path
+
+    settings = _settings()
+    source = sqlite_path(settings.database_url)
+    if source is None:
+        if settings.database_url.startswith("postgresql"):
+            typer.echo(pg_dump_advice(settings.database_url, path), err=True)
+        else:
+            typer.echo("Only a SQLite database file can be backed up by this command.", err=True)
+        raise typer.Exit(2)
+    try:
+        done = backup_sqlite(source, path, force=force)
+    except BackupRefused as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"Backup written to {done.path} ({done.size:,} bytes, {done.pages:,} pages).")
 
 
 def main() -> None:

@@ -52,6 +52,11 @@ class ProofOfWork(StrEnum):
     """Only for a letter while its signing runs above PROOF_OF_WORK_ABOVE."""
 
 
+class LogFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
 class SmtpSecurity(StrEnum):
     NONE = "none"
     STARTTLS = "starttls"
@@ -187,6 +192,16 @@ class Settings(BaseSettings):
         default=14, ge=1, le=90, description="How long a dashboard sign-in lasts."
     )
     log_level: str = "info"
+    log_format: LogFormat = Field(
+        default=LogFormat.TEXT,
+        description="text, or json: one JSON object per line (time, level, logger, "
+        "request_id, message).",
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="/metrics answers loopback clients, and others that send "
+        "`Authorization: Bearer <this>`. Unset: loopback only.",
+    )
     access_log: bool = Field(
         default=False, description="uvicorn's access log: client IPs and token URLs. Off."
     )

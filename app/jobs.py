@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from app.abuse.models import AbuseEvent
@@ -22,11 +23,13 @@ from app.config import Settings
 from app.db import Database, utcnow
 from app.integrity import run_check
 from app.mail.backends import Backend, dev_mailbox
+from app.mail.models import OutboxEmail, OutboxStatus
 from app.mail.service import SENT_RETENTION, purge_outbox
 from app.mail.worker import deliver_due
 from app.organizers.logins import purge_login_links, send_login_links
 from app.organizers.service import purge_expired_sessions
 from app.redaction import REDACT
+from app.signatures.models import PendingSignature, PendingState
 from app.signatures.retention import forget_closed_letters
 from app.signatures.service import notify_pending, purge_expired_pending
 from app.updates.service import fan_out_updates
@@ -142,3 +145,48 @@ def _chore(name: str, run: Callable[[], object]) -> None:
         run()
     except Exception:
         log.exception("%s failed; trying again later", name)
+
+
+# --- The worker's backlog, for /metrics ------------------------------------------------
+
+BACKLOG_COUNT_CAP = 100_000
+"""The outbox depth is counted up to this (a bounded read through the due index)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    outbox_depth: int
+    """Emails waiting for their first or next attempt (due or not), up to the cap."""
+    oldest_due_email_seconds: float
+    """How long the oldest due email has been due; 0 when none is."""
+    worker_lag_seconds: float
+    """How long the oldest due submission has waited for the worker's decision (its
+    email); 0 when none waits."""
+
+
+def backlog(database: Database, *, now: datetime | None = None) -> Backlog:
+    """Three reads through the (status/state, due) indexes: cheap enough for each scrape."""
+    now = now or utcnow()
+    pending = OutboxEmail.status == OutboxStatus.PENDING
+    with database.read() as session:
+        capped = select(OutboxEmail.id).where(pending).limit(BACKLOG_COUNT_CAP).subquery()
+        depth = session.scalar(select(func.count()).select_from(capped)) or 0
+        oldest_email = session.scalar(
+            select(func.min(OutboxEmail.next_attempt_at)).where(
+                pending, OutboxEmail.next_attempt_at <= now
+            )
+        )
+        oldest_waiting = session.scalar(
+            select(func.min(PendingSignature.due_at)).where(
+                PendingSignature.state == PendingState.WAITING, PendingSignature.due_at <= now
+            )
+        )
+    return Backlog(
+        outbox_depth=int(depth),
+        oldest_due_email_seconds=_age(oldest_email, now),
+        worker_lag_seconds=_age(oldest_waiting, now),
+    )
+
+
+def _age(since: datetime | None, now: datetime) -> float:
+    return max(0.0, (now - since).total_seconds()) if since is not None else 0.0

@@ -12,17 +12,16 @@ from urllib.parse import urlsplit
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
-from fastapi.staticfiles import StaticFiles
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
-from app import urls
+from app import templating, urls
 from app.abuse import dashboard as abuse_dashboard
 from app.abuse import service as abuse
 from app.abuse import web as abuse_web
 from app.config import STATIC_DIR, MailBackend, Settings
 from app.db import Database
-from app.jobs import run_worker
+from app.jobs import backlog, run_worker
 from app.keycheck import check_secret_key
 from app.letters import api as letters_api
 from app.letters import dashboard as letters_dashboard
@@ -38,12 +37,15 @@ from app.signatures import manage_pages as signatures_manage
 from app.signatures import pages as signatures_pages
 from app.updates import pages as updates_pages
 from app.web import dev, errors, ratelimit
+from app.web import metrics as web_metrics
+from app.web.compression import CompressionMiddleware
 from app.web.security import (
     BodyLimitMiddleware,
     HeaderLimitMiddleware,
     RelativeSlashRedirect,
     SecurityMiddleware,
 )
+from app.web.static import HashedStaticFiles, StaticManifest
 
 log = logging.getLogger("undersigned")
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "testserver"}
@@ -101,6 +103,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(HeaderLimitMiddleware)  # inside SecurityMiddleware: its 431 gets the headers
     app.add_middleware(SecurityMiddleware, secure=settings.secure_cookies)
+    # Outside SecurityMiddleware: sees the final headers, CSRF cookie included (BREACH, D87).
+    app.add_middleware(CompressionMiddleware)
+    # Outermost: times every answer and gives each request its id (X-Request-ID, logs).
+    app.add_middleware(web_metrics.RequestMetricsMiddleware)
+    app.state.backlog_probe = partial(backlog, database)  # read at each /metrics scrape
     errors.install(app)
     errors.document_api(app)  # /api/v1/openapi.json: /api/v1 only, errors as ErrorOut
     ratelimit.install(app, settings, recorder=partial(_record_refusal, settings))
@@ -119,6 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         abuse_dashboard.router,
         abuse_web.router,
         privacy_router,
+        web_metrics.router,
     ):
         app.include_router(router)
     if settings.mail_backend == MailBackend.DEV:
@@ -130,7 +138,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 settings.base_url,
                 urls.dev_mailbox_url(settings.base_url),
             )
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    # Content-hashed names, from the installed static/ (D86).
+    manifest = StaticManifest(STATIC_DIR)
+    templating.use_static_urls(manifest.url)
+    app.state.static_manifest = manifest
+    app.mount("/static", HashedStaticFiles(manifest), name="static")
     app.router.default = RelativeSlashRedirect(app.router)
 
     @app.get("/healthz", include_in_schema=False)

@@ -41,7 +41,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from app import tokens, urls
+from app import metrics, tokens, urls
 from app.abuse import service as abuse
 from app.abuse.domains import email_domain_refusal
 from app.config import Settings
@@ -255,6 +255,7 @@ def sign_letter(
         )
     )
     session.flush()
+    metrics.count_after_commit(session, metrics.SIGNATURES, letter.slug)
 
 
 def verify_token(settings: Settings, pending: PendingSignature) -> str:
@@ -644,6 +645,7 @@ def verify_signature(session: Session, *, token: str, settings: Settings) -> Ver
     goal = letter.goal if letter.goal_reached_at is None else None
     position = count_new_signature(session, letter_id=letter_id, goal=goal)
     session.execute(update(Signature).where(Signature.id == signature_id).values(position=position))
+    metrics.count_after_commit(session, metrics.CONFIRMATIONS, letter.slug)
     return Verification(pending, letter, already=False)
 
 

@@ -51,6 +51,7 @@ from starlette.responses import Response
 from app.config import Settings
 from app.db import Database
 from app.emails import canonical_email as canonical_address
+from app.metrics import RATE_LIMITED
 from app.web.client import client_of, limit_subject
 from app.web.rendering import render
 
@@ -323,6 +324,7 @@ def install(app: FastAPI, settings: Settings, *, recorder: Recorder | None = Non
     async def rate_limited(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RateLimited)
         refusal = exc.refusal
+        RATE_LIMITED.labels(refusal.limit).inc()
         response = rate_limited_response(request, refusal.retry_after)
         if refusal.first and recorder is not None:
             database: Database = request.app.state.database
