@@ -269,15 +269,23 @@ def letter_is_busy(request: Request, slug: str) -> bool:
 # --- Answering -------------------------------------------------------------------------
 
 
-def rate_limited_response(request: Request, retry_after: int) -> Response:
+INVITE_DETAIL = "You have sent many invitations in a short time. Wait a while and try again."
+
+
+def rate_limited_response(
+    request: Request, retry_after: int, *, limit: str | None = None
+) -> Response:
+    """The 429 answer. The invitation limit counts per organizer, not per connection:
+    its page says so (`reason`)."""
     headers = {"Retry-After": str(retry_after)}
+    detail = INVITE_DETAIL if limit == INVITE else DETAIL
     if request.url.path.startswith("/api/"):
-        return JSONResponse({"error": CODE, "detail": DETAIL}, 429, headers=headers)
+        return JSONResponse({"error": CODE, "detail": detail}, 429, headers=headers)
     context = {
         "status": 429,
         "code": CODE,
-        "detail": DETAIL,
-        "reason": None,
+        "detail": detail,
+        "reason": limit,
         "retry_after": retry_after,
         "retry_minutes": math.ceil(retry_after / 60),
     }
@@ -325,7 +333,7 @@ def install(app: FastAPI, settings: Settings, *, recorder: Recorder | None = Non
         assert isinstance(exc, RateLimited)
         refusal = exc.refusal
         RATE_LIMITED.labels(refusal.limit).inc()
-        response = rate_limited_response(request, refusal.retry_after)
+        response = rate_limited_response(request, refusal.retry_after, limit=refusal.limit)
         if refusal.first and recorder is not None:
             database: Database = request.app.state.database
             response.background = BackgroundTask(_record, database, recorder, refusal)

@@ -362,8 +362,16 @@ def test_invitations_are_limited_per_organizer(make_app: MakeApp) -> None:
     assert _invite_team(owner, letter.slug, "one@example.org").status_code == 303
     assert _invite_team(owner, letter.slug, "one@example.org").status_code == 422  # on the team
     assert _invite_organizer(owner, "two@example.org").status_code == 303  # the third: allowed
-    assert_429_page(_invite_team(owner, letter.slug, "three@example.org"), most=3600)
-    assert_429_page(_invite_organizer(owner, "four@example.org"), most=3600)
+    for refused in (
+        _invite_team(owner, letter.slug, "three@example.org"),
+        _invite_organizer(owner, "four@example.org"),
+    ):
+        assert refused.status_code == 429
+        _retry_after(refused, 3600)
+        assert "<h1>Too many tries</h1>" in refused.text
+        # Counted per organizer, not per connection: the page says what was counted.
+        assert "You have sent many invitations in a short time." in refused.text
+        assert "from your connection" not in refused.text
     assert _invitations(app) == ["letter_invite", "organizer_invite"]
     with app.state.database.read() as session:
         assert (
@@ -395,7 +403,9 @@ def test_invitation_limit_keys_on_redis_name_no_organizer(
     client = at(app, "198.51.100.72")
     organizer_id = sign_in_as(client, app, "Private.Admin@example.org", is_admin=True)
     assert _invite_organizer(client, "first@example.org").status_code == 303
-    assert_429_page(_invite_organizer(client, "second@example.org"), most=3600)
+    refused = _invite_organizer(client, "second@example.org")
+    assert refused.status_code == 429
+    _retry_after(refused, 3600)
     server = redis.Redis.from_url(REDIS_URL)
     keys = [key.decode() for key in server.scan_iter(f"{storage['rate_limit_key_prefix']}:*")]
     server.close()
