@@ -30,7 +30,7 @@ from tests.support.live import serve
 from tests.support.ports import free_socket
 from tests.web.flows import add_letter
 
-REDIS_URL = os.environ.get("UNDERSIGNED_TEST_REDIS_URL", "")
+REDIS_URL = os.environ.get("UNDERSIGNED_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 
 
 def _settings(tmp_path: Path, template: Path, **overrides: Any) -> Settings:
@@ -108,7 +108,6 @@ def test_changing_the_settings_changes_the_page(tmp_path: Path, sqlite_template:
     assert _item(off, "proof-of-work") == "The sign form asks for no proof of work."
 
 
-@pytest.mark.skipif(not REDIS_URL, reason="UNDERSIGNED_TEST_REDIS_URL is not set")
 def test_redis_rate_limits_are_named_without_their_url(
     tmp_path: Path, sqlite_template: Path
 ) -> None:
