@@ -14,6 +14,7 @@ from starlette.responses import Response
 from app import urls
 from app.abuse import service as abuse
 from app.abuse import web as proof_gate
+from app.abuse.proof import MAX_PAYLOAD_CHARS
 from app.db import utcnow
 from app.errors import InvalidInput
 from app.letters import service as letters
@@ -190,7 +191,7 @@ def sign(
     contact_ok: Annotated[str | None, Form()] = None,
     homepage: Annotated[str, Form(alias=HONEYPOT_FIELD)] = "",
     form_rendered: Annotated[str, Form(alias=RENDERED_FIELD)] = "",
-    altcha: Annotated[str, Form(max_length=4000)] = "",
+    altcha: Annotated[str, Form(max_length=MAX_PAYLOAD_CHARS)] = "",
     csrf_token: Annotated[str, Form()] = "",
 ) -> Response:
     check_csrf(request, csrf_token)

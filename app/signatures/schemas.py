@@ -10,6 +10,7 @@ from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, JsonValue
 from pydantic_core import PydanticCustomError
 
+from app.abuse.proof import MAX_PAYLOAD_CHARS
 from app.letters.models import NAME_THRESHOLDS
 from app.signatures.models import SignatureDisplay
 
@@ -183,7 +184,7 @@ class SignatureIn(BaseModel):
     )
     altcha: str = Field(
         default="",
-        max_length=4000,
+        max_length=MAX_PAYLOAD_CHARS,
         description="A solved proof-of-work challenge (base64, from "
         "`GET /api/v1/letters/{slug}/challenge`). While a letter asks for proof of work, "
         "requests without one are held to tighter rate limits; one that is wrong, expired, "
