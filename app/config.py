@@ -57,6 +57,14 @@ class LogFormat(StrEnum):
     JSON = "json"
 
 
+class DatabasePooler(StrEnum):
+    """What sits between the app and PostgreSQL."""
+
+    NONE = "none"
+    TRANSACTION = "transaction"
+    """PgBouncer (or alike) in transaction mode: no server-side prepared statements."""
+
+
 class SmtpSecurity(StrEnum):
     NONE = "none"
     STARTTLS = "starttls"
@@ -78,6 +86,18 @@ class Settings(BaseSettings):
         ge=3,
         le=1000,
         description="Database connections per process; all but 2 serve requests (D51).",
+    )
+    database_read_url: str | None = Field(
+        default=None,
+        description="A PostgreSQL read replica for public reads (letter pages, signer "
+        "list, tally and list API, breakdown). Writes, the confirm and manage pages, the "
+        "dashboard and the worker always use DATABASE_URL.",
+    )
+    database_pooler: DatabasePooler = Field(
+        default=DatabasePooler.NONE,
+        description="transaction: DATABASE_URL (and DATABASE_READ_URL) go through PgBouncer "
+        "in transaction mode; psycopg's server-side prepared statements are turned off "
+        "(adds ?prepare_threshold=none to the URLs).",
     )
     secret_key: SecretStr | None = Field(
         default=None,
@@ -173,6 +193,14 @@ class Settings(BaseSettings):
         "X-Forwarded-For is believed.",
     )
     verify_max_age_days: int = Field(default=7, ge=1, le=60)
+    public_cache_seconds: int = Field(
+        default=5,
+        ge=0,
+        le=300,
+        description="How long public pages and API answers (the same for every visitor) "
+        "are kept in each process and by a proxy in front (s-maxage). 0: not kept; "
+        "browsers and proxies revalidate with the ETag every time.",
+    )
 
     # Not in the contract, but operators may want them.
     run_mail_worker: bool = Field(
@@ -275,7 +303,25 @@ class Settings(BaseSettings):
             )
         if self.secret_key is None:
             object.__setattr__(self, "secret_key", SecretStr(_load_or_create_secret(self.data_dir)))
+        self._database_urls()
         return self
+
+    def _database_urls(self) -> None:
+        if self.database_read_url == "":
+            object.__setattr__(self, "database_read_url", None)
+        if self.database_read_url and not (
+            self.database_url.startswith("postgresql")
+            and self.database_read_url.startswith("postgresql")
+        ):
+            raise ValueError("DATABASE_READ_URL (a read replica) needs PostgreSQL for both URLs")
+        if self.database_pooler == DatabasePooler.TRANSACTION:
+            if not self.database_url.startswith("postgresql"):
+                raise ValueError("DATABASE_POOLER=transaction is for PostgreSQL (PgBouncer)")
+            for name in ("database_url", "database_read_url"):
+                url = getattr(self, name)
+                if url and "prepare_threshold=" not in url:
+                    joined = f"{url}{'&' if '?' in url else '?'}prepare_threshold=none"
+                    object.__setattr__(self, name, joined)
 
     @property
     def secret(self) -> str:

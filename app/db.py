@@ -6,6 +6,14 @@ pysqlite's own transaction handling is switched off so that SQLAlchemy emits BEG
 itself: savepoints then work, and writers can ask for `BEGIN IMMEDIATE`, which takes
 the write lock up front instead of failing with SQLITE_BUSY when a read turns into a
 write under load.
+
+PostgreSQL may sit behind PgBouncer in transaction mode: each transaction may
+run on another server connection, so nothing may outlive a transaction. The app keeps
+to that (advisory locks are `pg_advisory_xact_lock`, no LISTEN, no session `SET`, no
+temporary tables, no cursors held across statements); the one thing to switch off is
+psycopg's server-side prepared statements (`prepare_threshold`, URL below), which
+PgBouncer before 1.21 cannot follow from one server connection to the next.
+Public reads may go to a read replica (`Database.use_read_url`, `public_read()`).
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
+    URL,
     Connection,
     DateTime,
     Engine,
@@ -99,6 +108,31 @@ for health checks (`Database.ping`, one at a time). The rest, `request_slots`, i
 app/web/deps.py lets requests hold at once, so a request never waits for a connection."""
 
 
+PREPARE_THRESHOLD = "prepare_threshold"
+"""A PostgreSQL URL's query may carry psycopg's `prepare_threshold`: how many times a
+statement runs on one connection before psycopg prepares it on the server (psycopg's
+default: 5). `none` turns server-side prepared statements off, as PgBouncer in
+transaction mode (before 1.21) needs; `UNDERSIGNED_DATABASE_POOLER=transaction` adds it."""
+
+
+def _prepare_threshold(url: URL) -> tuple[URL, dict[str, Any]]:
+    """Takes `prepare_threshold` out of the URL's query (SQLAlchemy would hand psycopg the
+    text `"none"`), as a connect argument psycopg understands: an int, or None."""
+    if PREPARE_THRESHOLD not in url.query:
+        return url, {}
+    raw = url.query[PREPARE_THRESHOLD]
+    value = (raw[-1] if isinstance(raw, tuple) else raw).strip().lower()
+    url = url.difference_update_query([PREPARE_THRESHOLD])
+    if value in ("", "none", "off"):
+        return url, {PREPARE_THRESHOLD: None}
+    if not value.isdigit():
+        raise ValueError(
+            f"{PREPARE_THRESHOLD} in the database URL must be a whole number or `none` "
+            "(none: no server-side prepared statements, for PgBouncer in transaction mode)"
+        )
+    return url, {PREPARE_THRESHOLD: int(value)}
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     # A failing statement must not print its bound parameters (names, addresses,
     # tokens) into the log; nor must PostgreSQL's error text (`_scrub_postgres_error`).
@@ -122,7 +156,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_size", DEFAULT_POOL_SIZE)
     kwargs.setdefault("max_overflow", 0)
-    engine = create_engine(url, **kwargs)
+    parsed, connect_args = _prepare_threshold(make_url(url))
+    if connect_args:
+        kwargs["connect_args"] = {**kwargs.get("connect_args", {}), **connect_args}
+    engine = create_engine(parsed, **kwargs)
     event.listen(engine, "handle_error", _scrub_postgres_error)
     return engine
 
@@ -194,10 +231,16 @@ class Database:
     - `read()`: no transaction at all (autocommit), so ending it costs no round trip.
       Each statement sees committed data; a page that runs two queries may see a
       signature arrive between them, which a page can live with. Never write through it.
+    - `public_read()`: like `read()`, on the read replica when there is one
+      (`use_read_url`, UNDERSIGNED_DATABASE_READ_URL), else on the primary. For public
+      pages only (the same for every visitor, fine a moment behind): a replica lags
+      the primary, so a page that must see what was just written (the confirm page,
+      the manage page, the dashboard) and the worker use `read()` or `write()`.
 
     A session takes its connection at its first statement and gives it back when it
     ends. Requests reach sessions through app/web/deps.py, which admits at most
-    `request_slots` of them at once: the pool always has a connection for each.
+    `request_slots` of them at once: the pool always has a connection for each (the
+    replica's pool is as large, and a request holds one connection of either).
     """
 
     def __init__(self, url: str, **engine_options: Any) -> None:
@@ -207,11 +250,35 @@ class Database:
         self.pool_size: int = size() if callable(size) else DEFAULT_POOL_SIZE
         self._ping_lock = threading.Lock()
         self._writer = self.engine.execution_options(**WRITE)
-        if self.engine.dialect.name == "sqlite":
-            self._reader = self.engine.execution_options(**READ)
-        else:
-            self._reader = self.engine.execution_options(**READ, isolation_level="AUTOCOMMIT")
+        self._reader = self._read_only(self.engine)
         self._sessions = sessionmaker(expire_on_commit=False, autoflush=False)
+        self._engine_options = engine_options
+        self._replica_lock = threading.Lock()
+        self.read_url: str | None = None
+        self.read_engine: Engine | None = None
+        self._public_reader = self._reader
+
+    @staticmethod
+    def _read_only(engine: Engine) -> Engine:
+        if engine.dialect.name == "sqlite":
+            return engine.execution_options(**READ)
+        return engine.execution_options(**READ, isolation_level="AUTOCOMMIT")
+
+    def use_read_url(self, read_url: str) -> None:
+        """Sends `public_read()` to the replica at `read_url` (PostgreSQL), with a pool of
+        the primary's size. Idempotent for one URL (app/web/deps.py calls it with the
+        setting on the first public read); another URL afterwards is a mistake."""
+        with self._replica_lock:
+            if self.read_url == read_url:
+                return
+            if self.read_url is not None:
+                raise RuntimeError("this Database already reads from another replica")
+            if self.dialect != "postgresql" or not read_url.startswith("postgresql"):
+                raise ValueError("a read replica (DATABASE_READ_URL) needs PostgreSQL on both")
+            engine = make_engine(read_url, **self._engine_options)
+            self._public_reader = self._read_only(engine)
+            self.read_engine = engine
+            self.read_url = read_url
 
     @property
     def request_slots(self) -> int:
@@ -226,6 +293,11 @@ class Database:
     @contextmanager
     def read(self) -> Iterator[Session]:
         with self._sessions(bind=self._reader) as session:
+            yield session
+
+    @contextmanager
+    def public_read(self) -> Iterator[Session]:
+        with self._sessions(bind=self._public_reader) as session:
             yield session
 
     @contextmanager
@@ -258,3 +330,5 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self.read_engine is not None:
+            self.read_engine.dispose()

@@ -29,6 +29,7 @@ from app.letters import pages as letters_pages
 from app.letters import team as letters_team
 from app.mail.backends import make_backend
 from app.organizers import pages as organizers_pages
+from app.organizers.web import session_cookie_name
 from app.privacy import router as privacy_router
 from app.signatures import api as signatures_api
 from app.signatures import dashboard as signatures_dashboard
@@ -38,6 +39,7 @@ from app.signatures import pages as signatures_pages
 from app.updates import pages as updates_pages
 from app.web import dev, errors, ratelimit
 from app.web import metrics as web_metrics
+from app.web.cache import PublicCacheMiddleware
 from app.web.compression import CompressionMiddleware
 from app.web.security import (
     BodyLimitMiddleware,
@@ -54,6 +56,8 @@ LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "testserver"}
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     database = Database(settings.database_url, pool_size=settings.database_pool_size)
+    if settings.database_read_url:  # public reads from a replica (PublicReadSession)
+        database.use_read_url(settings.database_read_url)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -105,6 +109,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(SecurityMiddleware, secure=settings.secure_cookies)
     # Outside SecurityMiddleware: sees the final headers, CSRF cookie included (BREACH, D87).
     app.add_middleware(CompressionMiddleware)
+    # Outside compression: keeps public answers as they leave, gzipped or not (D93).
+    app.add_middleware(
+        PublicCacheMiddleware,
+        seconds=settings.public_cache_seconds,
+        bypass_cookies=(session_cookie_name(settings), signatures_pages.THANKS_COOKIE),
+    )
     # Outermost: times every answer and gives each request its id (X-Request-ID, logs).
     app.add_middleware(web_metrics.RequestMetricsMiddleware)
     app.state.backlog_probe = partial(backlog, database)  # read at each /metrics scrape

@@ -30,6 +30,7 @@ from app.main import create_app
 from tests.support.factories import make_letter
 from tests.support.smtp import SmtpServer
 from tests.web.conftest import csrf_from
+from tests.web.flows import BROWSER_POST
 
 PUBLIC = {
     "name": "Quietly Signing Person",
@@ -106,9 +107,10 @@ def test_no_address_survives_anywhere_after_confirming(
     app = create_app(settings)
     with TestClient(app, client=("127.0.0.1", 50000)) as client:
         for person in (PUBLIC, ANONYMOUS):
-            page = client.get(f"/letters/{slug}")
-            data = {**person, "csrf_token": csrf_from(page.text)}
-            response = client.post(f"/letters/{slug}/sign", data=data, follow_redirects=False)
+            assert client.get(f"/letters/{slug}").status_code == 200
+            response = client.post(
+                f"/letters/{slug}/sign", data=person, headers=BROWSER_POST, follow_redirects=False
+            )
             assert response.status_code == 303
 
         before = _dump(clean_database)
@@ -127,9 +129,10 @@ def test_no_address_survives_anywhere_after_confirming(
             assert client.post(link, data={"csrf_token": token}).status_code == 200
         assert client.get(f"/api/v1/letters/{slug}").json()["signature_count"] == 2
 
-        page = client.get(f"/letters/{slug}")
-        data = {**PUBLIC, "comment": SECOND_THOUGHTS, "csrf_token": csrf_from(page.text)}
-        response = client.post(f"/letters/{slug}/sign", data=data, follow_redirects=False)
+        data = {**PUBLIC, "comment": SECOND_THOUGHTS}
+        response = client.post(
+            f"/letters/{slug}/sign", data=data, headers=BROWSER_POST, follow_redirects=False
+        )
         assert response.status_code == 303
         assert SECOND_THOUGHTS.encode() in _dump(clean_database)
         assert work_once(clean_database, SmtpBackend(settings), settings=settings) >= 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Depends, Path, Response
 
 from app import urls
 from app.config import Settings
@@ -20,7 +20,8 @@ from app.letters.schemas import (
     SignerFieldsOut,
 )
 from app.web import ratelimit
-from app.web.deps import AppSettings, ReadSession
+from app.web.cache import NOT_MODIFIED, public
+from app.web.deps import AppSettings, PublicReadSession
 from app.web.errors import error_responses
 
 # Every route counts against the API's limit per client, before it takes a session.
@@ -62,18 +63,26 @@ def letter_out(found: letters.LetterWithTally, settings: Settings) -> LetterOut:
     )
 
 
-@router.get("/letters", responses=error_responses())
-def list_letters(session: ReadSession, settings: AppSettings) -> LetterList:
-    """Published letters, open ones first, each with its verified tally."""
+@router.get("/letters", responses={**error_responses(), **NOT_MODIFIED})
+def list_letters(
+    session: PublicReadSession, settings: AppSettings, response: Response
+) -> LetterList:
+    """Published letters, open ones first, each with its verified tally. Cached for a
+    few seconds (`Cache-Control`, `ETag`)."""
+    public(response, settings)
     return LetterList(
         items=[letter_out(found, settings) for found in letters.list_public_letters(session)]
     )
 
 
-@router.get("/letters/{slug}", responses=error_responses(404))
-def get_letter(slug: LetterSlug, session: ReadSession, settings: AppSettings) -> LetterDetailOut:
-    """A published (open or closed) letter, with its text as sanitized HTML."""
+@router.get("/letters/{slug}", responses={**error_responses(404), **NOT_MODIFIED})
+def get_letter(
+    slug: LetterSlug, session: PublicReadSession, settings: AppSettings, response: Response
+) -> LetterDetailOut:
+    """A published (open or closed) letter, with its text as sanitized HTML. Cached for
+    a few seconds (`Cache-Control`, `ETag`)."""
     found = letters.get_public_letter(session, slug=slug)
+    public(response, settings)
     return LetterDetailOut(
         **letter_out(found, settings).model_dump(),
         body_html=found.letter.body_html,

@@ -9,22 +9,26 @@ from starlette.responses import Response
 
 from app.letters import service as letters
 from app.letters import versions
-from app.web.deps import ReadSession
+from app.web.cache import public
+from app.web.deps import AppSettings, PublicReadSession
 from app.web.rendering import render
 
 router = APIRouter(include_in_schema=False)
 
 
 @router.get("/")
-def home(request: Request, session: ReadSession) -> Response:
-    return render(request, "home.html", {"letters": letters.list_public_letters(session)})
+def home(request: Request, session: PublicReadSession, settings: AppSettings) -> Response:
+    response = render(request, "home.html", {"letters": letters.list_public_letters(session)})
+    return public(response, settings)
 
 
 @router.get("/letters/{slug}/changes")
-def changes(request: Request, session: ReadSession, slug: str) -> Response:
+def changes(
+    request: Request, session: PublicReadSession, settings: AppSettings, slug: str
+) -> Response:
     """Each version of a published letter's text, newest first, with what changed."""
     found = letters.get_public_letter(session, slug=slug)
-    return render(
+    response = render(
         request,
         "letters/changes.html",
         {
@@ -32,3 +36,4 @@ def changes(request: Request, session: ReadSession, slug: str) -> Response:
             "changes": versions.letter_changes(session, letter_id=found.letter.id),
         },
     )
+    return public(response, settings)

@@ -25,8 +25,9 @@ from app.signatures.schemas import (
     VerifyOut,
 )
 from app.web import ratelimit
+from app.web.cache import NOT_MODIFIED, public
 from app.web.client import client_of
-from app.web.deps import AppSettings, ReadSession, WriteSession
+from app.web.deps import AppSettings, PublicReadSession, WriteSession
 from app.web.errors import JSON_BODY_422, error_response, error_responses
 
 # Every route counts against the API's limit per client, before it takes a session.
@@ -46,11 +47,13 @@ router = APIRouter(
             "the tally stays public).",
             422: "A query parameter is not valid; `fields` names it.",
         },
-    ),
+    )
+    | NOT_MODIFIED,
 )
 def list_signatures(
+    response: Response,
     slug: LetterSlug,
-    session: ReadSession,
+    session: PublicReadSession,
     settings: AppSettings,
     limit: Annotated[int, Query(ge=1, le=100, description="Signers per page.")] = 50,
     cursor: Annotated[
@@ -81,6 +84,7 @@ def list_signatures(
         session, letter_id=found.letter.id, query=q, after=position, limit=limit
     )
     next_cursor = signatures.encode_cursor(settings, next_after) if next_after else None
+    public(response, settings)
     return SignaturePage(items=items, next_cursor=next_cursor)
 
 
@@ -92,15 +96,19 @@ def list_signatures(
             404: "There is no published letter at this address (`letter_not_found`), or "
             "its organizers do not publish the list of signers (`signers_not_public`).",
         },
-    ),
+    )
+    | NOT_MODIFIED,
 )
-def letter_breakdown(slug: LetterSlug, session: ReadSession) -> Breakdown:
+def letter_breakdown(
+    response: Response, settings: AppSettings, slug: LetterSlug, session: PublicReadSession
+) -> Breakdown:
     """Verified signers in numbers: by company (or verified work domain, for signers who
     chose to show it) and by stated organization. Groups smaller than
     `min_group_size` (3) are folded into `other`, so a small group never points at a
     person."""
     found = letters.get_public_letter(session, slug=slug)
     signatures.require_public_list(found.letter)
+    public(response, settings)
     return breakdown.letter_breakdown(session, letter=found.letter)
 
 

@@ -16,7 +16,7 @@ from app.abuse import service as abuse
 from app.abuse import web as proof_gate
 from app.abuse.proof import MAX_PAYLOAD_CHARS
 from app.db import utcnow
-from app.errors import InvalidInput
+from app.errors import CSRFError, InvalidInput
 from app.letters import service as letters
 from app.letters.models import Letter
 from app.letters.versions import edit_notice
@@ -26,10 +26,11 @@ from app.signatures.breakdown import letter_breakdown
 from app.signatures.moderation import public_comments
 from app.signatures.schemas import SEARCH_PATTERN, SignatureIn
 from app.web import ratelimit
+from app.web.cache import public
 from app.web.client import client_of
-from app.web.deps import AppSettings, ReadSession, WriteSession
+from app.web.deps import AppSettings, PublicReadSession, ReadSession, WriteSession
 from app.web.rendering import render
-from app.web.security import check_csrf
+from app.web.security import check_csrf, sent_by_browser_metadata
 
 router = APIRouter(include_in_schema=False)
 
@@ -91,9 +92,14 @@ def _letter_page(
     errors: dict[str, dict[str, Any]] | None = None,
     status_code: int = 200,
     rendered: str = "",
+    public_page: bool = False,
 ) -> Response:
     """The letter's page. `rendered`: the form's render-time token to carry over when
-    a refused form is shown again (the person's time started when they first saw it)."""
+    a refused form is shown again (the person's time started when they first saw it).
+
+    The page as GET shows it is the same for everyone (cached: app/web/cache.py), so its
+    form carries no CSRF token: browsers prove the POST's origin (`check_csrf`). A
+    refused form, shown again, carries one, for a browser that proves nothing."""
     found = letters.get_public_letter(session, slug=slug)
     letter = found.letter
     secret = request.app.state.settings.secret
@@ -119,6 +125,7 @@ def _letter_page(
             "is_open": found.letter.is_open(utcnow()),
             "form": form or {"display": "public"},
             "errors": errors or {},
+            "token_in_form": form is not None,
             "signed": signed,
             "share_url": urls.letter_url(request.app.state.settings.base_url, found.letter.slug),
             "edit_notice": edit_notice(session, letter=letter),
@@ -135,12 +142,14 @@ def _letter_page(
     )
     if signed:
         _read_flash(request, response, THANKS_COOKIE, path)
+    elif public_page:
+        public(response, request.app.state.settings, ignoring=rendered)
     return response
 
 
 @router.get("/letters/{slug}")
-def letter_detail(request: Request, session: ReadSession, slug: str) -> Response:
-    return _letter_page(request, session, slug)
+def letter_detail(request: Request, session: PublicReadSession, slug: str) -> Response:
+    return _letter_page(request, session, slug, public_page=True)
 
 
 def _rule_errors(letter: Letter, form: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -194,7 +203,6 @@ def sign(
     altcha: Annotated[str, Form(max_length=MAX_PAYLOAD_CHARS)] = "",
     csrf_token: Annotated[str, Form()] = "",
 ) -> Response:
-    check_csrf(request, csrf_token)
     form: dict[str, Any] = dict(zip(SIGN_FIELDS, (name, email, title, organization, city,
                                                   comment, display), strict=True))  # fmt: skip
     form["contact_ok"] = contact_ok is not None
@@ -214,6 +222,14 @@ def sign(
             rendered=form_rendered,
         )
 
+    try:
+        check_csrf(request, csrf_token)
+    except CSRFError:
+        if sent_by_browser_metadata(request):
+            raise  # another site's form
+        # A browser that says nothing of where the POST came from, and had no token
+        # (the public form carries none): the form again, with a token, to send again.
+        return refused({"form": {"type": "confirm_again"}})
     try:
         data = SignatureIn.model_validate(form)
     except ValidationError as exc:
@@ -263,7 +279,7 @@ def check_email(
 @router.get("/letters/{slug}/signers")
 def signer_list(
     request: Request,
-    session: ReadSession,
+    session: PublicReadSession,
     settings: AppSettings,
     slug: str,
     q: Annotated[str, Query(max_length=100, pattern=SEARCH_PATTERN)] = "",
@@ -272,7 +288,7 @@ def signer_list(
     found = letters.get_public_letter(session, slug=slug)
     if not found.letter.show_signers:  # the tally only, as on the letter page
         context = {"letter": found.letter, "count": found.signature_count}
-        return render(request, "signatures/signers_not_public.html", context)
+        return public(render(request, "signatures/signers_not_public.html", context), settings)
     position = signatures.decode_cursor(settings, after) if after else None
     query, search_error = q.strip(), None
     try:
@@ -285,7 +301,7 @@ def signer_list(
         page, next_after = signatures.list_public_signatures(
             session, letter_id=found.letter.id, after=position
         )
-    return render(
+    response = render(
         request,
         "letters/signers.html",
         {
@@ -299,6 +315,7 @@ def signer_list(
         },
         status_code=422 if search_error else 200,
     )
+    return response if search_error else public(response, settings)
 
 
 @router.get("/verify/{token}")

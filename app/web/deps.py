@@ -9,6 +9,14 @@ another thread. The pool keeps a connection for every permit and there are more 
 than permits, so no request ever waits for a connection while it holds a thread, and a
 request that holds a connection always gets its next thread: the two-resource deadlock
 that stalled the app under load cannot form.
+
+Three sessions: `WriteSession` (one transaction on the primary), `ReadSession` (no
+transaction, on the primary: pages that must see what was just written, such as the
+confirm page, the manage page and the dashboard) and `PublicReadSession` (no
+transaction, on the read replica when UNDERSIGNED_DATABASE_READ_URL is set: the public
+pages and API reads, the same for everyone and fine a moment behind). All three take
+the same permits: a request holds one connection, of the primary's pool or the
+replica's, and both pools are `database_pool_size` large.
 """
 
 from __future__ import annotations
@@ -110,6 +118,23 @@ async def _read_session(request: Request) -> AsyncIterator[Session]:
             yield session
 
 
+def public_database(request: Request) -> Database:
+    """The app's Database, reading public pages from the replica when one is set. The
+    replica's engine is made on the first public read (a no-op once made)."""
+    database = get_database(request)
+    settings: Settings = request.app.state.settings
+    if settings.database_read_url and database.read_url is None:
+        database.use_read_url(settings.database_read_url)
+    return database
+
+
+async def _public_read_session(request: Request) -> AsyncIterator[Session]:
+    database = public_database(request)
+    async with _admitted(request):
+        with database.public_read() as session:
+            yield session
+
+
 async def _write_session(request: Request) -> AsyncIterator[Session]:
     async with _admitted(request) as admission:
         # Entering makes a Session and does no I/O: the connection (and BEGIN) come with
@@ -140,4 +165,7 @@ async def _write_session(request: Request) -> AsyncIterator[Session]:
 # redirect is never sent for a change that then fails to commit.
 ReadSession = Annotated[Session, Depends(_read_session, scope="function")]
 WriteSession = Annotated[Session, Depends(_write_session, scope="function")]
+PublicReadSession = Annotated[Session, Depends(_public_read_session, scope="function")]
+"""For public reads only: letter pages, the signer list and search, the tally and list
+API, the breakdown. Never for a write, nor a page that must see one (see above)."""
 AppSettings = Annotated[Settings, Depends(get_settings)]

@@ -1,10 +1,13 @@
 """Security headers, CSRF, size limits and redirects that stay on this site, as small
 pure-ASGI middleware (no per-request task).
 
-CSRF is a double-submit cookie: a random value in a SameSite=Lax, HttpOnly cookie
-(`__Host-` prefixed under HTTPS, so a sibling subdomain cannot plant one), repeated
-in each form; a POST is accepted only when the two match. The cookie is set only
-on a response that rendered a form, so cacheable pages stay cookie-free.
+CSRF: a state-changing request must say, through the browser's `Sec-Fetch-Site` or
+`Origin` header, that it comes from this site (`check_csrf`). A request that says
+neither falls back to a double-submit cookie: a random value in a SameSite=Lax,
+HttpOnly cookie (`__Host-` prefixed under HTTPS, so a sibling subdomain cannot plant
+one), repeated in the form. The cookie is set only on a response that rendered a
+token, and the public sign form renders none, so public pages stay cookie-free and
+cacheable (app/web/cache.py).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import hmac
 import inspect
 import re
 import secrets
+from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
@@ -209,6 +213,39 @@ def csrf_token(request: Request) -> str:
 
 
 def check_csrf(request: Request, submitted: str) -> None:
+    """A request that changes something must come from this site's own pages.
+
+    Browsers say where a request comes from (OWASP's "Fetch Metadata" and "Verifying
+    Origin" defences): `Sec-Fetch-Site` (every current browser) must be `same-origin`;
+    failing that header, a non-null `Origin` must be this site's (the configured
+    BASE_URL's, or the one the request was addressed to). Only a request with neither
+    (an old browser; `Origin: null` counts as none, and our `Referrer-Policy:
+    no-referrer` makes some browsers send it) falls back to the double-submit pair.
+    So public pages need no per-visitor token and can be cached (app/web/cache.py)."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        if site != "same-origin":
+            raise CSRFError()
+        return
+    origin = request.headers.get("origin", "null")
+    if origin != "null":
+        if origin not in _own_origins(request):
+            raise CSRFError()
+        return
     cookie: str = request.state.csrf_cookie
     if not cookie or not hmac.compare_digest(cookie.encode(), submitted.encode()):
         raise CSRFError()
+
+
+def sent_by_browser_metadata(request: Request) -> bool:
+    """Whether the request said where it came from (so the token played no part)."""
+    return "sec-fetch-site" in request.headers or request.headers.get("origin", "null") != "null"
+
+
+def _own_origins(request: Request) -> set[str]:
+    base = urlsplit(request.app.state.settings.base_url)
+    origins = {f"{base.scheme}://{base.netloc}"}
+    host = request.headers.get("host")
+    if host:  # a cross-site page cannot choose the Host its victim's browser sends
+        origins.add(f"{request.url.scheme}://{host}")
+    return origins

@@ -34,6 +34,9 @@ def make_settings(tmp_path: Path, database_url: str, **overrides: object) -> Set
         # Tests post the sign form at once: no minimum time (tests/web/test_traps.py
         # turns it back on).
         "form_min_seconds": 0,
+        # Tests read a page right after changing what it shows: no in-process cache
+        # (tests/web/test_public_cache.py turns it on).
+        "public_cache_seconds": 0,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)

@@ -100,6 +100,8 @@ def server(database_url: str, tmp_path: Path) -> Iterator[Server]:
     env.update(
         UNDERSIGNED_DATABASE_URL=database_url,
         UNDERSIGNED_DATABASE_POOL_SIZE=str(POOL_SIZE),
+        # The tally read at the end must be exact at once, not up to 5 s old.
+        UNDERSIGNED_PUBLIC_CACHE_SECONDS="0",
         UNDERSIGNED_SECRET_KEY=secrets.token_urlsafe(48),
         UNDERSIGNED_BASE_URL=f"http://127.0.0.1:{port}",
         UNDERSIGNED_DATA_DIR=str(tmp_path),

@@ -39,11 +39,11 @@ ERROR_OUT = "#/components/schemas/ErrorOut"
 # Every operation of the API and every status it can send (429 will come with rate
 # limits). Schemathesis checks the other direction: nothing undocumented comes back.
 OPERATIONS = {
-    ("get", "/api/v1/letters"): {"200", "503"},
-    ("get", "/api/v1/letters/{slug}"): {"200", "404", "503"},
+    ("get", "/api/v1/letters"): {"200", "304", "503"},
+    ("get", "/api/v1/letters/{slug}"): {"200", "304", "404", "503"},
     ("get", "/api/v1/letters/{slug}/challenge"): {"200", "404", "503"},
-    ("get", "/api/v1/letters/{slug}/breakdown"): {"200", "404", "503"},
-    ("get", "/api/v1/letters/{slug}/signatures"): {"200", "404", "422", "503"},
+    ("get", "/api/v1/letters/{slug}/breakdown"): {"200", "304", "404", "503"},
+    ("get", "/api/v1/letters/{slug}/signatures"): {"200", "304", "404", "422", "503"},
     ("post", "/api/v1/letters/{slug}/signatures"): {"202", "404", "409", "413", "422", "503"},
     ("post", "/api/v1/signatures/verify"): {"200", "400", "409", "413", "422", "503"},
 }

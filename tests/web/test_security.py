@@ -22,10 +22,11 @@ from app.config import STATIC_DIR, TEMPLATES_DIR, Settings
 from app.letters.models import Letter
 from app.mail.models import OutboxEmail
 from app.main import create_app
-from app.signatures.models import Signature
+from app.signatures.models import PendingSignature
 from tests.support.config import REPO_ROOT, make_settings
 from tests.web.conftest import csrf_from
 from tests.web.flows import (
+    BROWSER_POST,
     GOOD_FORM,
     VERIFY_LINK,
     add_letter,
@@ -63,7 +64,6 @@ def _html_responses(
     """One response of every kind of HTML page the app renders."""
     slug = letter.slug
     page = client.get(f"/letters/{slug}")
-    csrf = csrf_from(page.text)
     post_sign_form(client, slug, email="someone@example.org")
     deliver(app)
 
@@ -83,8 +83,8 @@ def _html_responses(
     yield "confirm", client.get(verify_path)
     yield "dev mail", client.get("/dev/mail")
     yield "bad link", client.get("/verify/nonsense")
-    yield "form errors", client.post(f"/letters/{slug}/sign", data={"csrf_token": csrf})
-    yield "csrf", client.post(f"/letters/{slug}/sign", data={**GOOD_FORM})
+    yield "form errors", client.post(f"/letters/{slug}/sign", headers=BROWSER_POST)
+    yield "csrf", client.post(f"/letters/{slug}/sign", data=GOOD_FORM, headers=CROSS_SITE)
     yield "not found", client.get("/letters/nope")
     yield "method", client.delete(f"/letters/{slug}")
     yield (
@@ -187,8 +187,8 @@ def _csrf_cookie(response: Response) -> SimpleCookie:
     return cookies
 
 
-def test_the_csrf_cookie_is_httponly_and_samesite_lax(client: TestClient, letter: Letter) -> None:
-    response = client.get(f"/letters/{letter.slug}")
+def test_the_csrf_cookie_is_httponly_and_samesite_lax(client: TestClient, verify_path: str) -> None:
+    response = client.get(verify_path)  # a page whose form carries a token
     [raw] = response.headers.get_list("set-cookie")
     morsel = _csrf_cookie(response)["csrf"]
     assert morsel.value == csrf_from(response.text)
@@ -198,9 +198,18 @@ def test_the_csrf_cookie_is_httponly_and_samesite_lax(client: TestClient, letter
     assert not morsel["domain"]
     assert "secure" not in raw.lower()  # http base URL: a Secure cookie would never come back
 
-    again = client.get(f"/letters/{letter.slug}")
+    again = client.get(verify_path)
     assert "set-cookie" not in again.headers  # a known cookie is reused, not rotated
     assert csrf_from(again.text) == morsel.value
+
+
+def test_the_public_letter_page_carries_no_token_and_sets_no_cookie(
+    client: TestClient, letter: Letter
+) -> None:
+    page = client.get(f"/letters/{letter.slug}")
+    assert 'name="csrf_token"' not in page.text
+    assert "set-cookie" not in page.headers
+    assert page.headers["cache-control"].startswith("public")
 
 
 def test_under_https_the_cookie_is_host_prefixed_and_secure(
@@ -210,17 +219,24 @@ def test_under_https_the_cookie_is_host_prefixed_and_secure(
     app = create_app(settings)
     letter = add_letter(app)
     with TestClient(app, base_url="https://letters.test") as client:
-        response = client.get(f"/letters/{letter.slug}")
-        morsel = _csrf_cookie(response)["__Host-csrf"]
+        # A browser that says nothing of where its POST comes from gets the form back
+        # with a token (nothing stored), and the token works.
+        before = count(app, PendingSignature)
+        refused = client.post(f"/letters/{letter.slug}/sign", data=GOOD_FORM)
+        assert refused.status_code == 422
+        morsel = _csrf_cookie(refused)["__Host-csrf"]
         assert morsel["secure"] is True and morsel["httponly"] is True
         assert morsel["samesite"] == "Lax" and morsel["path"] == "/" and not morsel["domain"]
-        assert "max-age=" in response.headers["strict-transport-security"]
+        assert morsel.value == csrf_from(refused.text)
+        assert "max-age=" in refused.headers["strict-transport-security"]
+        assert count(app, PendingSignature) == before
         signed = client.post(
             f"/letters/{letter.slug}/sign",
             data={**GOOD_FORM, "csrf_token": morsel.value},
             follow_redirects=False,
         )
         assert signed.status_code == 303
+        assert count(app, PendingSignature) == before + 1
 
 
 def test_pages_without_a_form_set_no_cookie(client: TestClient, letter: Letter) -> None:
@@ -228,18 +244,66 @@ def test_pages_without_a_form_set_no_cookie(client: TestClient, letter: Letter) 
         assert "set-cookie" not in client.get(path).headers, path
 
 
+CROSS_SITE = {"sec-fetch-site": "cross-site"}
+FORGED_ORIGINS: dict[str, dict[str, str]] = {
+    "cross-site": CROSS_SITE,
+    "same-site (a sibling subdomain)": {"sec-fetch-site": "same-site"},
+    "typed or bookmarked": {"sec-fetch-site": "none"},
+    "another site's origin": {"origin": "https://evil.example"},
+    "a sibling's origin": {"origin": "http://evil.testserver"},
+    "our host on another port": {"origin": "http://testserver:8443"},
+    "cross-site, with our origin too": {**CROSS_SITE, "origin": "http://testserver"},
+}
+
+
+@pytest.mark.parametrize("headers", FORGED_ORIGINS.values(), ids=FORGED_ORIGINS.keys())
+def test_a_post_from_another_site_is_403_and_stores_nothing_whatever_its_token(
+    app: FastAPI, client: TestClient, letter: Letter, headers: dict[str, str]
+) -> None:
+    refused = client.post(f"/letters/{letter.slug}/sign", data=GOOD_FORM)  # gets a token
+    token = csrf_from(refused.text)
+    before = count(app, PendingSignature), count(app, OutboxEmail)
+    for data in (GOOD_FORM, {**GOOD_FORM, "csrf_token": token}):  # a right token too
+        response = client.post(
+            f"/letters/{letter.slug}/sign", data=data, headers=headers, follow_redirects=False
+        )
+        assert response.status_code == 403
+        assert "This form has expired" in response.text
+    assert (count(app, PendingSignature), count(app, OutboxEmail)) == before
+
+
+OWN_ORIGINS: dict[str, dict[str, str]] = {
+    "fetch metadata": BROWSER_POST,
+    "the base URL's origin": {"origin": "http://testserver"},
+    "fetch metadata and origin": {**BROWSER_POST, "origin": "http://testserver"},
+}
+
+
+@pytest.mark.parametrize("headers", OWN_ORIGINS.values(), ids=OWN_ORIGINS.keys())
+def test_a_post_that_says_it_comes_from_this_site_needs_no_token(
+    app: FastAPI, letter: Letter, headers: dict[str, str]
+) -> None:
+    before = count(app, PendingSignature)
+    with TestClient(app) as fresh:  # no cookie at all
+        response = fresh.post(
+            f"/letters/{letter.slug}/sign", data=GOOD_FORM, headers=headers, follow_redirects=False
+        )
+    assert response.status_code == 303
+    assert count(app, PendingSignature) == before + 1
+
+
 @pytest.fixture
 def forged_sign_posts(client: TestClient, letter: Letter) -> dict[str, Callable[[], Response]]:
+    """POSTs from a browser that sends neither Sec-Fetch-Site nor Origin: the fallback."""
     url = f"/letters/{letter.slug}/sign"
-    page = client.get(f"/letters/{letter.slug}")
-    token = csrf_from(page.text)
+    token = csrf_from(client.post(url, data=GOOD_FORM).text)
     other = TestClient(client.app)
-    other_token = csrf_from(other.get(f"/letters/{letter.slug}").text)
+    other_token = csrf_from(other.post(url, data=GOOD_FORM).text)
 
-    def post(data: dict[str, str], *, cookies: bool = True) -> Response:
+    def post(data: dict[str, str], *, cookies: bool = True, **headers: str) -> Response:
         if not cookies:
             return TestClient(client.app).post(url, data=data, follow_redirects=False)
-        return client.post(url, data=data, follow_redirects=False)
+        return client.post(url, data=data, headers=headers, follow_redirects=False)
 
     return {
         "no token": lambda: post(GOOD_FORM),
@@ -252,30 +316,35 @@ def forged_sign_posts(client: TestClient, letter: Letter) -> dict[str, Callable[
         ),
         "someone else's token": lambda: post({**GOOD_FORM, "csrf_token": other_token}),
         "no cookie": lambda: post({**GOOD_FORM, "csrf_token": token}, cookies=False),
+        "Origin: null": lambda: post({**GOOD_FORM, "csrf_token": other_token}, origin="null"),
     }
 
 
-def test_signing_without_the_right_csrf_token_is_403_and_stores_nothing(
+def test_without_origin_headers_or_the_right_token_the_form_comes_back_and_nothing_is_stored(
     app: FastAPI, forged_sign_posts: dict[str, Callable[[], Response]]
 ) -> None:
-    before = count(app, Signature), count(app, OutboxEmail)
+    before = count(app, PendingSignature), count(app, OutboxEmail)
     for name, post in forged_sign_posts.items():
         response = post()
-        assert response.status_code == 403, name
-        assert "This form has expired" in response.text, name
-    assert (count(app, Signature), count(app, OutboxEmail)) == before
+        assert response.status_code == 422, name
+        assert "did not say this form came from this site" in response.text, name
+        assert 'value="Ada Lovelace"' in response.text, name  # nothing to type again
+        assert 'name="csrf_token"' in response.text, name
+        assert "public" not in response.headers.get("cache-control", ""), name
+    assert (count(app, PendingSignature), count(app, OutboxEmail)) == before
 
 
 def test_a_planted_cookie_of_the_wrong_shape_is_not_trusted(
     app: FastAPI, client: TestClient, letter: Letter
 ) -> None:
-    before = count(app, OutboxEmail)
+    before = count(app, OutboxEmail), count(app, PendingSignature)
     client.cookies.set("csrf", "attacker")
     response = client.post(
         f"/letters/{letter.slug}/sign", data={**GOOD_FORM, "csrf_token": "attacker"}
     )
-    assert response.status_code == 403
-    assert count(app, OutboxEmail) == before
+    assert response.status_code == 422
+    assert csrf_from(response.text) != "attacker"
+    assert (count(app, OutboxEmail), count(app, PendingSignature)) == before
 
 
 def test_confirming_without_the_right_csrf_token_is_403_and_changes_nothing(
@@ -287,11 +356,25 @@ def test_confirming_without_the_right_csrf_token_is_403_and_changes_nothing(
         assert response.status_code == 403
     response = TestClient(app).post(verify_path, data={"csrf_token": token})
     assert response.status_code == 403
+    for headers in FORGED_ORIGINS.values():  # the right pair, from another site
+        forged = client.post(
+            verify_path, data={"csrf_token": token}, headers=headers, follow_redirects=False
+        )
+        assert forged.status_code == 403
     assert [s for s in signatures(app) if s.name == "Pending Person"] == []
     assert client.get("/api/v1/letters/ice-out").json()["signature_count"] == 2
 
     ok = client.post(verify_path, data={"csrf_token": token}, follow_redirects=False)
     assert ok.status_code == 303  # the same request with the right token works
+
+
+def test_confirming_from_this_site_needs_no_token(
+    app: FastAPI, letter: Letter, verify_path: str
+) -> None:
+    with TestClient(app) as fresh:
+        ok = fresh.post(verify_path, headers=BROWSER_POST, follow_redirects=False)
+    assert ok.status_code == 303
+    assert [s.name for s in signatures(app) if s.name == "Pending Person"] == ["Pending Person"]
 
 
 # --- no third parties ---
@@ -381,12 +464,10 @@ def test_email_links_use_base_url_whatever_the_host_header(
     }
     with TestClient(app, headers=evil) as client:
         assert client.get("/test-only-host").json() == "http://evil.example/"  # it does arrive
-        page = client.get("/letters/ice-out")
-        form = {**GOOD_FORM, "csrf_token": csrf_from(page.text)}
-        assert (
-            client.post("/letters/ice-out/sign", data=form, follow_redirects=False).status_code
-            == 303
+        signed = client.post(
+            "/letters/ice-out/sign", data=GOOD_FORM, headers=BROWSER_POST, follow_redirects=False
         )
+        assert signed.status_code == 303
         assert (
             client.post(
                 "/api/v1/letters/ice-out/signatures", json={**GOOD_FORM, "email": "b@example.org"}

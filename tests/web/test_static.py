@@ -254,28 +254,33 @@ def test_small_responses_stay_plain(client: TestClient) -> None:
 
 
 def test_no_secret_is_compressed_beside_attacker_text(app: FastAPI, client: TestClient) -> None:
-    """BREACH: a page with the CSRF token (the sign form, with or without the cookie
-    already set), the form sent back with its errors (attacker-chosen text beside the
-    token) and the per-person dashboard go out uncompressed."""
+    """BREACH: the public letter page holds no token and is compressed; a page with the
+    CSRF token (the form sent back with its errors: attacker-chosen text beside the
+    token; the confirm page) and the per-person dashboard go out uncompressed."""
     letter = add_letter(app)
     first, body = _raw(client, f"/letters/{letter.slug}", GZIP)
-    assert b'name="csrf_token"' in body
-    assert "set-cookie" in first.headers
-    assert "content-encoding" not in first.headers
+    assert first.headers["content-encoding"] == "gzip"
+    assert b'name="csrf_token"' not in gzip.decompress(body)
+    assert "set-cookie" not in first.headers
     _assert_security_headers(first)
 
-    again, body = _raw(client, f"/letters/{letter.slug}", GZIP)  # the cookie already set
-    assert "set-cookie" not in again.headers
-    assert "content-encoding" not in again.headers
-    token = re.search(r'name="csrf_token" value="([^"]+)"', body.decode())
-    assert token
+    # A browser that sends no Origin nor Sec-Fetch-Site gets the form back with a token.
     errors = client.post(
         f"/letters/{letter.slug}/sign",
-        data={"csrf_token": token[1], "name": "csrf_token=" + "A" * 40},
+        data={"name": "csrf_token=" + "A" * 40, "email": "x" * 600},
         headers=GZIP,
     )
     assert errors.status_code == 422
+    assert 'name="csrf_token"' in errors.text and "A" * 40 in errors.text
     assert "content-encoding" not in errors.headers
+    again = client.post(
+        f"/letters/{letter.slug}/sign",
+        data={"name": "csrf_token=" + "A" * 40, "csrf_token": client.cookies["csrf"]},
+        headers=GZIP,
+    )
+    assert again.status_code == 422  # the cookie already set: the token is still there
+    assert "set-cookie" not in again.headers
+    assert "content-encoding" not in again.headers
 
     sign_in_as(client, app, "owner@example.org", letter_slug=letter.slug, role=Role.OWNER)
     dashboard, body = _raw(client, f"/dashboard/letters/{letter.slug}", GZIP)

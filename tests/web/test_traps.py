@@ -29,8 +29,7 @@ from app.mail.models import OutboxEmail
 from app.main import create_app
 from app.signatures.models import PendingSignature
 from tests.support.config import make_settings
-from tests.web.conftest import csrf_from
-from tests.web.flows import GOOD_FORM, add_letter, count, deliver, form_tokens
+from tests.web.flows import BROWSER_POST, GOOD_FORM, add_letter, count, deliver, form_tokens
 
 CLIENT_IP = "198.51.100.23"
 
@@ -63,7 +62,9 @@ def _post(client: TestClient, slug: str, **fields: Any) -> Response:
     assert page.status_code == 200
     data = {**GOOD_FORM, **form_tokens(page.text), **fields}
     data = {name: value for name, value in data.items() if value is not None}
-    return client.post(f"/letters/{slug}/sign", data=data, follow_redirects=False)
+    return client.post(
+        f"/letters/{slug}/sign", data=data, headers=BROWSER_POST, follow_redirects=False
+    )
 
 
 def _events(app: FastAPI) -> list[tuple[str, int | None, str]]:
@@ -199,8 +200,15 @@ def test_traps_are_the_forms_the_api_has_none(
 
 
 def test_csrf_still_comes_first(app: FastAPI, client: TestClient, letter: Letter) -> None:
-    csrf_from(client.get(f"/letters/{letter.slug}").text)  # the cookie
     data = {**GOOD_FORM, "homepage": "spam", "csrf_token": "wrong"}
-    response = client.post(f"/letters/{letter.slug}/sign", data=data, follow_redirects=False)
-    assert response.status_code == 403
+    forged = client.post(
+        f"/letters/{letter.slug}/sign",
+        data=data,
+        headers={"sec-fetch-site": "cross-site"},
+        follow_redirects=False,
+    )
+    assert forged.status_code == 403
+    unproven = client.post(f"/letters/{letter.slug}/sign", data=data, follow_redirects=False)
+    assert unproven.status_code == 422  # the form again, to send with its token
+    assert 'name="csrf_token"' in unproven.text
     assert _events(app) == []
