@@ -64,9 +64,10 @@ lock: $(VENV)/.dev-installed
 	$(BIN)/pip-compile -q --generate-hashes --strip-extras --allow-unsafe --no-emit-index-url \
 	  --no-emit-find-links --extra dev -o requirements-dev.txt pyproject.toml
 
-# Throughput and latency as ratios to a bare FastAPI app; see bench/__init__.py.
+# Throughput, latency and memory, as ratios to a bare FastAPI app; see bench/__init__.py.
+# Prints the table and writes var/bench-results.json. E.g. make bench BENCH_ARGS="--db all --strict"
 bench: $(VENV)/.dev-installed
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .coverage dist build

@@ -81,6 +81,26 @@ class Server:
             time.sleep(0.2)
         raise SetupError(f"{self.name} not ready after {timeout:.0f}s:\n{self.tail()}")
 
+    def wait_started(self, workers: int, timeout: float = 120.0) -> None:
+        """Waits until uvicorn's log says that `workers` worker processes have finished
+        starting (`wait_ready` returns as soon as one answers): a phase measured while
+        one still starts would measure fewer workers."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise SetupError(f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}")
+            try:
+                started = self.log_path.read_text(errors="replace").count(
+                    "Application startup complete"
+                )
+            except OSError:
+                started = 0
+            if started >= workers:
+                return
+            time.sleep(0.2)
+        raise SetupError(f"{self.name}: {workers} workers not started after {timeout:.0f}s")
+
     def tail(self, lines: int = 30) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

@@ -15,7 +15,6 @@ Rules kept here:
 from __future__ import annotations
 
 import csv
-import io
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -26,7 +25,9 @@ from app.db import Database
 from app.organizers.service import Actor, record
 from app.signatures.models import Signature, SignatureDisplay, SignatureStatus
 
-BATCH_SIZE = 1000
+BATCH_SIZE = 5000
+"""Rows per read session: a few MB at most, and few enough round trips that the reading
+costs little next to the writing (bench/export.py: 1,000,000 rows)."""
 COLUMNS = (
     "position",
     "confirmed_at",
@@ -42,6 +43,7 @@ COLUMNS = (
     "comment",
 )
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_FORMULA_FIRST = frozenset(_FORMULA_STARTS)
 
 
 def neutralise(cell: str) -> str:
@@ -49,56 +51,81 @@ def neutralise(cell: str) -> str:
     return "'" + cell if cell.startswith(_FORMULA_STARTS) else cell
 
 
+def _text(cell: str | None) -> str | None:
+    """`neutralise` for a text column's value (None stays None: an empty cell)."""
+    return "'" + cell if cell and cell[0] in _FORMULA_FIRST else cell
+
+
+class _Echo:
+    """A file for csv.writer whose `write` hands the line back: `writerow` then returns
+    the row's CSV line, without a buffer to create or empty for every row."""
+
+    def write(self, line: str) -> str:
+        return line
+
+
+def _writer() -> Any:
+    return csv.writer(_Echo(), lineterminator="\r\n")
+
+
 def _line(cells: Iterable[Any]) -> str:
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\r\n").writerow(
-        [neutralise(cell) if isinstance(cell, str) else cell for cell in cells]
+    return str(
+        _writer().writerow([neutralise(cell) if isinstance(cell, str) else cell for cell in cells])
     )
-    return buffer.getvalue()
+
+
+_PUBLIC = SignatureDisplay.PUBLIC
+_table = Signature.__table__.c
+_SELECTED = (
+    _table.position,
+    _table.verified_at,
+    _table.display,
+    _table.name,
+    _table.title,
+    _table.organization,
+    _table.city,
+    _table.contact_ok,
+    _table.email,
+    _table.email_domain,
+    _table.version,
+    _table.hidden,
+    _table.comment,
+)
+"""Table columns, not ORM attributes: a Core query, its rows plain tuples (the type
+conversions, enums and aware datetimes, still apply)."""
 
 
 def _cells(row: Any) -> tuple[Any, ...]:
-    public = row.display == SignatureDisplay.PUBLIC
+    """One signature's CSV cells, from a row of `_SELECTED`'s columns in that order."""
+    (position, verified_at, display, name, title, organization, city, contact_ok, email,
+     email_domain, version, hidden, comment) = row  # fmt: skip
     return (
-        row.position,
-        row.verified_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        row.name,
-        row.title,
-        row.organization,
-        row.city,
-        row.display.value,
-        (row.email or "") if public and row.contact_ok else "",
-        row.email_domain,
-        row.version,
-        "yes" if row.hidden else "no",
-        row.comment,
+        position,
+        # aware UTC (UTCDateTime): strftime("%Y-%m-%dT%H:%M:%SZ")'s text (years >= 1000), faster
+        verified_at.isoformat(timespec="seconds")[:19] + "Z",
+        _text(name),
+        _text(title),
+        _text(organization),
+        _text(city),
+        display.value,
+        _text(email or "") if display == _PUBLIC and contact_ok else "",
+        _text(email_domain),
+        version,
+        "yes" if hidden else "no",
+        _text(comment),
     )
 
 
 def _batch(session: Session, letter_id: int, after: int, limit: int) -> list[Any]:
     return list(
         session.execute(
-            select(
-                Signature.position,
-                Signature.verified_at,
-                Signature.display,
-                Signature.name,
-                Signature.title,
-                Signature.organization,
-                Signature.city,
-                Signature.contact_ok,
-                Signature.email,
-                Signature.email_domain,
-                Signature.version,
-                Signature.hidden,
-                Signature.comment,
-            )
+            select(*_SELECTED)
             .where(
-                Signature.letter_id == letter_id,
-                Signature.status == SignatureStatus.VERIFIED,
-                Signature.position > after,
+                _table.letter_id == letter_id,
+                _table.status == SignatureStatus.VERIFIED,
+                _table.position > after,
             )
-            .order_by(Signature.position)
+            .order_by(_table.position)
             .limit(limit)
         ).all()
     )
@@ -112,15 +139,16 @@ def csv_lines(
     yielded. `batch_size`: rows per session (BATCH_SIZE by default)."""
     batch_size = batch_size or BATCH_SIZE
     yield _line(COLUMNS)
+    writerow = _writer().writerow
     after = 0
     while True:
         with database.read() as session:
             rows = _batch(session, letter_id, after, batch_size)
         for row in rows:
-            yield _line(_cells(row))
+            yield writerow(_cells(row))
         if len(rows) < batch_size:
             return
-        after = rows[-1].position
+        after = rows[-1][0]  # the position
 
 
 def record_export(session: Session, *, actor: Actor, letter_id: int) -> None:

@@ -14,6 +14,7 @@ import httpx2
 import pytest
 from fastapi import FastAPI, Request, Response
 from fastapi.testclient import TestClient
+from prometheus_client import REGISTRY
 
 from app.config import Settings
 from app.letters.models import Letter
@@ -281,3 +282,14 @@ def test_signing_from_a_kept_page_works(
         follow_redirects=False,
     )
     assert response.status_code == 303
+
+
+def test_an_answer_from_memory_is_counted_under_its_route(
+    browser: TestClient, letter: Letter
+) -> None:
+    labels = {"method": "GET", "route": "/letters/{slug}"}
+    name = "undersigned_http_request_duration_seconds_count"
+    before = REGISTRY.get_sample_value(name, labels) or 0.0
+    for _ in range(3):
+        assert browser.get("/letters/ice-out").status_code == 200
+    assert REGISTRY.get_sample_value(name, labels) == before + 3
