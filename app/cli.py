@@ -187,6 +187,10 @@ def serve(
         # An access log would record client IPs and, in /verify/<token> paths, links
         # that confirm signatures. Off unless the operator asks for it.
         access_log=settings.access_log,
+        # uvicorn replaces a worker that misses its health check (default 5 s); under a
+        # surge on a busy 2-core machine a healthy worker can miss it while starting
+        # (seen in `make bench`), and replacing it drops the requests it holds.
+        timeout_worker_healthcheck=30,
     )
 
 

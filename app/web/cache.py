@@ -44,13 +44,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.config import Settings
 
 MAX_ENTRIES = 512
-"""Entries kept per process, the least recently used dropped first (a search for every
-name would otherwise grow it without bound)."""
+"""Entries kept per process in each of two pools, the least recently used dropped
+first: URLs without a query (a letter's page, its tally), and URLs with one (searches,
+later pages). A flood of made-up queries then churns only the second pool: it cannot
+push the pages everyone reads out of memory."""
 MAX_BODY_BYTES = 512 * 1024
 """A response body larger than this passes through without being kept."""
 PUBLIC_MARK = "public"
 _S_MAXAGE = re.compile(r"s-maxage=(\d+)")
 R = TypeVar("R", bound=Response)
+Key = tuple[str, bytes, bool]
+"""(path, query string, whether the client takes gzip)."""
 NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
     304: {"description": "Not modified: the `ETag` sent in `If-None-Match` is current."}
 }
@@ -117,8 +121,11 @@ class PublicCacheMiddleware:
         self.app = app
         self.seconds = seconds
         self.bypass = tuple(f"{name}=" for name in bypass_cookies)
-        self.entries: OrderedDict[tuple[str, bytes, bool], Entry] = OrderedDict()
-        self.filling: dict[tuple[str, bytes, bool], asyncio.Future[Entry | None]] = {}
+        self.pools: dict[bool, OrderedDict[Key, Entry]] = {
+            False: OrderedDict(),  # no query string
+            True: OrderedDict(),
+        }
+        self.filling: dict[Key, asyncio.Future[Entry | None]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "GET":
@@ -129,16 +136,18 @@ class PublicCacheMiddleware:
         if self.seconds <= 0 or self._bypassed(headers.get("cookie", "")):
             await self._pass_through(scope, receive, send, if_none_match)
             return
-        key = (
+        key: Key = (
             scope["path"],
             scope.get("query_string", b""),
             "gzip" in headers.get("accept-encoding", ""),
         )
-        entry = self._fresh(key)
+        pool = self.pools[bool(key[1])]
+        entry = self._fresh(pool, key)
         if entry is None and key in self.filling:
             entry = await asyncio.shield(self.filling[key])
         if entry is not None:
-            self.entries.move_to_end(key)
+            if key in pool:
+                pool.move_to_end(key)
             await self._answer(entry, scope, send, if_none_match)
             return
         future: asyncio.Future[Entry | None] = asyncio.get_running_loop().create_future()
@@ -146,10 +155,10 @@ class PublicCacheMiddleware:
         try:
             entry = await self._pass_through(scope, receive, send, if_none_match)
             if entry is not None:
-                self.entries[key] = entry
-                self.entries.move_to_end(key)
-                while len(self.entries) > MAX_ENTRIES:
-                    self.entries.popitem(last=False)
+                pool[key] = entry
+                pool.move_to_end(key)
+                while len(pool) > MAX_ENTRIES:
+                    pool.popitem(last=False)
         finally:
             if self.filling.get(key) is future:
                 del self.filling[key]
@@ -160,12 +169,13 @@ class PublicCacheMiddleware:
             part.strip().startswith(self.bypass) for part in cookie_header.split(";")
         )
 
-    def _fresh(self, key: tuple[str, bytes, bool]) -> Entry | None:
-        entry = self.entries.get(key)
+    @staticmethod
+    def _fresh(pool: OrderedDict[Key, Entry], key: Key) -> Entry | None:
+        entry = pool.get(key)
         if entry is None:
             return None
         if entry.expires <= monotonic():
-            del self.entries[key]
+            del pool[key]
             return None
         return entry
 

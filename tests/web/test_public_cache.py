@@ -270,6 +270,17 @@ def test_the_least_recently_used_entry_goes_first(
     assert counted["public"] == 4
 
 
+def test_made_up_queries_cannot_push_the_main_pages_out(
+    browser: TestClient, counted: dict[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cache, "MAX_ENTRIES", 2)
+    browser.get("/test-only/public")
+    for n in range(10):
+        browser.get(f"/test-only/public?junk={n}")
+    assert browser.get("/test-only/public").text == "run 1"  # still kept
+    assert counted["public"] == 11
+
+
 def test_signing_from_a_kept_page_works(
     cached_app: FastAPI, browser: TestClient, letter: Letter
 ) -> None:
