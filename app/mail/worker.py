@@ -214,9 +214,11 @@ def deliver_due(
             if outcome["status"] != OutboxStatus.PENDING:
                 outcome.update(FORGOTTEN)  # finished: the address and the link go now
             settle = (email_id, token, outcome)
-    if settle is not None:
-        with database.write() as session:
-            _record(session, *settle)
+        if settle is not None:
+            # The batch's last outcome, at once too: before the heartbeat thread is
+            # joined, so that nothing stands between a 250 and its record.
+            with database.write() as session:
+                _record(session, *settle)
     return sent
 
 
