@@ -13,7 +13,7 @@ import nh3
 from markdown_it import MarkdownIt
 from markdown_it.renderer import RendererHTML
 from markdown_it.token import Token
-from sqlalchemy import Select, and_, case, select, update
+from sqlalchemy import Select, and_, bindparam, case, select, update
 from sqlalchemy.orm import Session, defer
 
 from app import urls
@@ -273,20 +273,24 @@ def list_public_letters(
     return [_found(row[0], row[1], now) for row in rows]
 
 
+_COUNT_ONE_MORE = (
+    update(LetterTally)
+    .where(LetterTally.letter_id == bindparam("tally_of"))
+    .values(
+        verified_count=LetterTally.verified_count + 1,
+        last_position=LetterTally.last_position + 1,
+    )
+    .returning(LetterTally.last_position, LetterTally.verified_count)
+)
+"""Built once: it runs on every confirmation (`count_new_signature`)."""
+
+
 def count_new_signature(session: Session, *, letter_id: int, goal: int | None = None) -> int:
     """One more on the counter, and the next list position (never reused), in the
     caller's transaction. It locks the letter's counter row until the commit: call it
     last. `goal`: the letter's goal if it has not been reached yet (then the count is
     compared with it, and the day it is reached is kept)."""
-    position, count = session.execute(
-        update(LetterTally)
-        .where(LetterTally.letter_id == letter_id)
-        .values(
-            verified_count=LetterTally.verified_count + 1,
-            last_position=LetterTally.last_position + 1,
-        )
-        .returning(LetterTally.last_position, LetterTally.verified_count)
-    ).one()
+    position, count = session.execute(_COUNT_ONE_MORE, {"tally_of": letter_id}).one()
     if goal is not None and count >= goal:
         _note_goal_reached(session, letter_id=letter_id, count=count)
     return int(position)

@@ -24,12 +24,14 @@ import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 from sqlalchemy import (
     Integer,
     Select,
     and_,
+    bindparam,
     case,
     column,
     delete,
@@ -39,13 +41,14 @@ from sqlalchemy import (
     tuple_,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app import metrics, tokens, urls
 from app.abuse import service as abuse
 from app.abuse.domains import email_domain_refusal
 from app.config import Settings
-from app.db import upsert, utcnow
+from app.db import utcnow
 from app.emails import email_domain
 from app.errors import (
     InvalidInput,
@@ -522,53 +525,113 @@ def read_verification(session: Session, *, token: str, settings: Settings) -> Ve
     return Verification(pending, letter, already)
 
 
+_LOCK_ADDRESS = (
+    select(PendingSignature, Letter)
+    .join(Letter, Letter.id == PendingSignature.letter_id)
+    .where(
+        tuple_(PendingSignature.letter_id, PendingSignature.email_hash).in_(
+            select(PendingSignature.letter_id, PendingSignature.email_hash).where(
+                PendingSignature.public_id == bindparam("public_id")
+            )
+        )
+    )
+    .order_by(PendingSignature.id)
+    .with_for_update(of=PendingSignature)
+    .execution_options(populate_existing=True)
+)
+"""`_lock_address`'s query, built once (as the other statements on the confirm path)."""
+
+
 def _lock_address(session: Session, public_id: str) -> tuple[PendingSignature, Letter]:
     """The submission and its letter, with every submission of the same address locked
     first, in id order: two versions confirmed at once queue here instead of
     deadlocking further on. One query."""
-    address = select(PendingSignature.letter_id, PendingSignature.email_hash).where(
-        PendingSignature.public_id == public_id
-    )
-    rows = session.execute(
-        select(PendingSignature, Letter)
-        .join(Letter, Letter.id == PendingSignature.letter_id)
-        .where(tuple_(PendingSignature.letter_id, PendingSignature.email_hash).in_(address))
-        .order_by(PendingSignature.id)
-        .with_for_update(of=PendingSignature)
-        .execution_options(populate_existing=True)
-    ).all()
+    rows = session.execute(_LOCK_ADDRESS, {"public_id": public_id}).all()
     for pending, letter in rows:
         if pending.public_id == public_id and pending.state != PendingState.SKIPPED:
             return pending, letter
     raise _gone()
 
 
+_WIPE_ADDRESS = (
+    update(PendingSignature)
+    .where(
+        PendingSignature.letter_id == bindparam("address_letter"),
+        PendingSignature.email_hash == bindparam("address_hash"),
+    )
+    .values(
+        **_SUBMISSION_GONE,
+        email_domain="",
+        contact_ok=False,
+        email=case(
+            (
+                and_(
+                    PendingSignature.state == PendingState.WAITING,
+                    PendingSignature.id != bindparam("pending_id"),
+                ),
+                PendingSignature.email,
+            ),
+            else_=None,
+        ),
+        state=case(
+            (PendingSignature.id == bindparam("pending_id"), PendingState.CONFIRMED.value),
+            else_=PendingSignature.state,
+        ),
+    )
+    .execution_options(synchronize_session=False)
+)
+
+
 def _wipe_address(session: Session, pending: PendingSignature) -> None:
     """`pending` is confirmed. None of its address's submissions can be confirmed any
     more, so none keeps an identity or a comment; only one still waiting for its email
     keeps the address, for its "already signed" note. One statement."""
-    waiting_other = and_(
-        PendingSignature.state == PendingState.WAITING, PendingSignature.id != pending.id
-    )
     session.execute(
-        update(PendingSignature)
-        .where(
-            PendingSignature.letter_id == pending.letter_id,
-            PendingSignature.email_hash == pending.email_hash,
-        )
-        .values(
-            **_SUBMISSION_GONE,
-            email_domain="",
-            contact_ok=False,
-            email=case((waiting_other, PendingSignature.email), else_=None),
-            state=case(
-                (PendingSignature.id == pending.id, PendingState.CONFIRMED.value),
-                else_=PendingSignature.state,
-            ),
-        )
-        .execution_options(synchronize_session=False)
+        _WIPE_ADDRESS,
+        {
+            "address_letter": pending.letter_id,
+            "address_hash": pending.email_hash,
+            "pending_id": pending.id,
+        },
     )
     session.expire(pending)
+
+
+_CONFIRMED_COLUMNS = (
+    *_IDENTITY_GONE,
+    "display",
+    "status",
+    "email",
+    "contact_ok",
+    "email_domain",
+    "show_domain",
+    "name_threshold",
+    "comment",
+    "comment_public_ok",
+    "comment_approved",
+    "version",
+    "verified_at",
+    "position",
+    "public_id",
+)
+"""What a confirmation writes into a signature row (`verify_signature`'s values)."""
+
+
+@cache
+def _confirm_upsert(dialect: str) -> Any:
+    """The confirmation's INSERT … ON CONFLICT, built once per dialect with bound
+    parameters (building it per call cost more CPU than running it): a new row, or a
+    withdrawn one brought back with the new values; a confirmed or removed one is left
+    alone (no row returned)."""
+    table = Signature.__table__
+    names = ("letter_id", "email_hash", *_CONFIRMED_COLUMNS)
+    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(Signature)
+    statement = insert.values({name: bindparam(name, type_=table.c[name].type) for name in names})
+    return statement.on_conflict_do_update(
+        index_elements=["letter_id", "email_hash"],
+        set_={name: statement.excluded[name] for name in _CONFIRMED_COLUMNS},
+        where=Signature.status == SignatureStatus.WITHDRAWN,
+    ).returning(Signature.id)
 
 
 def verify_signature(session: Session, *, token: str, settings: Settings) -> Verification:
@@ -626,14 +689,8 @@ def verify_signature(session: Session, *, token: str, settings: Settings) -> Ver
     # A withdrawn signature comes back with this submission's fields and links (the
     # old ones stop working); a confirmed or removed one is left alone (no row).
     signature_id = session.scalar(
-        upsert(session, Signature)
-        .values(letter_id=letter_id, email_hash=hashed, public_id=public_id, **values)
-        .on_conflict_do_update(
-            index_elements=["letter_id", "email_hash"],
-            set_={**values, "public_id": public_id},
-            where=Signature.status == SignatureStatus.WITHDRAWN,
-        )
-        .returning(Signature.id)
+        _confirm_upsert(session.get_bind().dialect.name),
+        {"letter_id": letter_id, "email_hash": hashed, "public_id": public_id, **values},
     )
     if signature_id is None and _signature_status(session, pending) == SignatureStatus.REMOVED:
         raise _gone()
