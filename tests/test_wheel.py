@@ -150,7 +150,9 @@ def test_the_installed_wheel_migrates_seeds_and_serves_pages(served: str) -> Non
     with urllib.request.urlopen(f"{served}/letters/ice-out", timeout=10) as response:  # noqa: S310
         assert response.status == 200
         page = response.read().decode()
-    assert "<form" in page and 'name="csrf_token"' in page
+    # The sign form, rendered from the installed templates (the public page carries
+    # no CSRF token: browsers prove where a POST comes from).
+    assert 'action="/letters/ice-out/sign"' in page and 'name="form_rendered"' in page
     # The content-hashed name, computed at startup from the installed static/.
     stylesheet = re.search(r'href="(/static/style\.[0-9a-f]{12}\.css)"', page)
     assert stylesheet, "no hashed stylesheet on the page"
