@@ -292,11 +292,11 @@ def count_new_signature(session: Session, *, letter_id: int, goal: int | None = 
     compared with it, and the day it is reached is kept)."""
     position, count = session.execute(_COUNT_ONE_MORE, {"tally_of": letter_id}).one()
     if goal is not None and count >= goal:
-        _note_goal_reached(session, letter_id=letter_id, count=count)
+        note_goal_reached(session, letter_id=letter_id, count=count)
     return int(position)
 
 
-def _note_goal_reached(session: Session, *, letter_id: int, count: int) -> None:
+def note_goal_reached(session: Session, *, letter_id: int, count: int) -> None:
     """The first time the count reaches the goal, the date is kept as a milestone."""
     session.execute(
         update(Letter)
@@ -321,7 +321,7 @@ def add_to_tally(session: Session, *, letter_id: int, delta: int) -> None:
         .returning(LetterTally.verified_count)
     ).scalar_one()
     if delta > 0:
-        _note_goal_reached(session, letter_id=letter_id, count=count)
+        note_goal_reached(session, letter_id=letter_id, count=count)
 
 
 def get_letter(session: Session, *, slug: str) -> Letter:

@@ -58,8 +58,12 @@ from app.errors import (
     NotFound,
 )
 from app.letters.badges import is_free_mail
-from app.letters.models import SIGNER_FIELDS, FieldRule, Letter, SignerKind
-from app.letters.service import count_new_signature, get_letter_for_signing
+from app.letters.models import SIGNER_FIELDS, FieldRule, Letter, LetterTally, SignerKind
+from app.letters.service import (
+    count_new_signature,
+    get_letter_for_signing,
+    note_goal_reached,
+)
 from app.mail.service import Priority, enqueue, in_turn
 from app.signatures import badges
 from app.signatures.addresses import email_hash
@@ -634,6 +638,27 @@ def _confirm_upsert(dialect: str) -> Any:
     ).returning(Signature.id)
 
 
+_TALLY = (
+    update(LetterTally)
+    .where(LetterTally.letter_id == bindparam("tally_of"))
+    .values(
+        verified_count=LetterTally.verified_count + 1,
+        last_position=LetterTally.last_position + 1,
+    )
+    .returning(LetterTally.letter_id, LetterTally.last_position, LetterTally.verified_count)
+    .cte("tally")
+)
+_COUNT_AND_PLACE = (
+    update(Signature)
+    .where(Signature.id == bindparam("signature_of"), Signature.letter_id == _TALLY.c.letter_id)
+    .values(position=_TALLY.c.last_position)
+    .returning(_TALLY.c.last_position, _TALLY.c.verified_count)
+    .execution_options(synchronize_session=False)
+)
+"""PostgreSQL: `letters.service.count_new_signature` and the new signature's list
+position in one statement (a data-modifying CTE)."""
+
+
 def verify_signature(session: Session, *, token: str, settings: Settings) -> Verification:
     """Confirms exactly the submission this link was sent for, once. The tally and the
     list position move in the same transaction.
@@ -700,8 +725,20 @@ def verify_signature(session: Session, *, token: str, settings: Settings) -> Ver
     # Last, so the one row every confirmation of this letter needs is locked only until
     # the commit that follows.
     goal = letter.goal if letter.goal_reached_at is None else None
-    position = count_new_signature(session, letter_id=letter_id, goal=goal)
-    session.execute(update(Signature).where(Signature.id == signature_id).values(position=position))
+    if session.get_bind().dialect.name == "postgresql":
+        # One round trip while the counter row is locked, not two: the app's thread
+        # may wait for the GIL between statements, and every confirmation of this
+        # letter waits with it.
+        count = session.execute(
+            _COUNT_AND_PLACE, {"tally_of": letter_id, "signature_of": signature_id}
+        ).one()[1]
+        if goal is not None and count >= goal:
+            note_goal_reached(session, letter_id=letter_id, count=count)
+    else:  # SQLite: one writer at a time anyway
+        position = count_new_signature(session, letter_id=letter_id, goal=goal)
+        session.execute(
+            update(Signature).where(Signature.id == signature_id).values(position=position)
+        )
     metrics.count_after_commit(session, metrics.CONFIRMATIONS, letter.slug)
     return Verification(pending, letter, already=False)
 
