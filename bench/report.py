@@ -316,23 +316,15 @@ def print_report(configs: list[Config], *, args: Any, cpus: int | None, seconds:
 
 def git_commit() -> str | None:
     """HEAD's commit, with "+dirty" when the work tree has changes."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=20,
-        ).stdout.strip()
-        status = subprocess.run(
-            ["git", "status", "--porcelain"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=60,
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=ROOT, capture_output=True, text=True, check=True, timeout=60
         ).stdout
+
+    try:
+        head = git("rev-parse", "HEAD").strip()
+        status = git("status", "--porcelain")
     except (OSError, subprocess.SubprocessError):
         return None
     return head + ("+dirty" if status.strip() else "")

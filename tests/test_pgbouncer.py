@@ -46,7 +46,7 @@ from app.organizers.service import create_organizer, grant_role, start_session
 from app.organizers.web import session_cookie_name
 from app.signatures.models import PendingSignature, PendingState, Signature, SignatureStatus
 from tests.support.config import PG_URL, TEST_SECRET, make_settings, skip_or_fail
-from tests.support.databases import create_postgres_database, drop_postgres_database
+from tests.support.databases import scratch_postgres_database
 from tests.support.factories import make_letter
 from tests.support.ports import free_port
 from tests.support.processes import (
@@ -234,13 +234,11 @@ def bouncer() -> Iterator[Bouncer]:
     """A fresh, empty database of this run's own, behind a real PgBouncer."""
     if not PG_URL:
         skip_or_fail("UNDERSIGNED_TEST_DATABASE_URL is not set")
-    name = f"undersigned_pgbouncer_{os.getpid()}"
-    direct = create_postgres_database(PG_URL, name)
-    try:
-        with running_pgbouncer(direct) as running:
-            yield running
-    finally:
-        drop_postgres_database(PG_URL, name)
+    with (
+        scratch_postgres_database(PG_URL, "pgbouncer") as direct,
+        running_pgbouncer(direct) as running,
+    ):
+        yield running
 
 
 def _with_pooler(url: str) -> str:

@@ -49,7 +49,7 @@ from app.models import import_all
 from app.signatures.addresses import email_hash
 from app.signatures.models import PendingSignature, PendingState, Signature, SignatureStatus
 from tests.support.config import PG_URL, skip_or_fail
-from tests.support.databases import create_postgres_database, drop_postgres_database
+from tests.support.databases import scratch_postgres_database
 from tests.support.factories import make_letter
 from tests.support.ports import free_port
 from tests.support.processes import run_in_process
@@ -152,12 +152,8 @@ def surge_database() -> Iterator[str]:
     """A fresh PostgreSQL database of this test's own, dropped afterwards."""
     if not PG_URL:
         skip_or_fail("UNDERSIGNED_TEST_DATABASE_URL is not set")
-    name = f"undersigned_surge_{os.getpid()}"
-    url = create_postgres_database(PG_URL, name)
-    try:
+    with scratch_postgres_database(PG_URL, "surge") as url:
         yield url
-    finally:
-        drop_postgres_database(PG_URL, name)
 
 
 @pytest.fixture

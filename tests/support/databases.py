@@ -3,6 +3,10 @@ the server URL given, dropped at the end."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from sqlalchemy import make_url, text
 
 from app.db import Base, Database, make_engine
@@ -39,6 +43,17 @@ def create_postgres_database(server_url: str, name: str) -> str:
 
 def drop_postgres_database(server_url: str, name: str) -> None:
     _run(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def scratch_postgres_database(server_url: str, purpose: str) -> Iterator[str]:
+    """`undersigned_<purpose>_<pid>`, fresh on the server, dropped at the end: its URL."""
+    name = f"undersigned_{purpose}_{os.getpid()}"
+    url = create_postgres_database(server_url, name)
+    try:
+        yield url
+    finally:
+        drop_postgres_database(server_url, name)
 
 
 def postgres_reachable(server_url: str) -> bool:

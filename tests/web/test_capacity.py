@@ -35,7 +35,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.config import PG_URL, skip_or_fail
-from tests.support.databases import create_postgres_database, drop_postgres_database
+from tests.support.databases import scratch_postgres_database
 from tests.support.ports import free_port
 from tests.support.processes import (
     clean_env,
@@ -85,12 +85,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         return
     if not PG_URL:
         skip_or_fail("UNDERSIGNED_TEST_DATABASE_URL is not set")
-    name = f"undersigned_capacity_{os.getpid()}"
-    url = create_postgres_database(PG_URL, name)
-    try:
+    with scratch_postgres_database(PG_URL, "capacity") as url:
         yield url
-    finally:
-        drop_postgres_database(PG_URL, name)
 
 
 @pytest.fixture
