@@ -40,6 +40,8 @@ EXPECTED_TABLES = {
     "outbox_emails",
     "secret_fingerprints",
     "spent_challenges",
+    "letter_translations",
+    "letter_images",
 }
 
 

@@ -12,6 +12,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     and_,
@@ -134,6 +135,10 @@ class Letter(Base):
     response_text: Mapped[str] = mapped_column(Text, default="")
     response_url: Mapped[str] = mapped_column(String(500), default="")
 
+    # How it looks (issue 11): an accent colour ("#1a5fb4") for buttons, links and the
+    # goal bar; None is the site's own.
+    accent_color: Mapped[str | None] = mapped_column(String(7))
+
     def field_rule(self, field: str) -> FieldRule:
         """The rule for one of `SIGNER_FIELDS`. A letter signed by organizations always
         requires the organization and the title of the person signing for it, whatever
@@ -204,3 +209,40 @@ class LetterVersion(Base):
     title: Mapped[str] = mapped_column(String(200))
     body_markdown: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class LetterTranslation(Base):
+    """The letter's title, summary and body in another language than its own (the
+    letter's own text is in `letters`). Readers whose language has one see it; every
+    translation's signers count in the letter's one tally."""
+
+    __tablename__ = "letter_translations"
+    __table_args__ = (
+        Index("uq_letter_translations_letter_id_locale", "letter_id", "locale", unique=True),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    letter_id: Mapped[int] = mapped_column(ForeignKey("letters.id", ondelete="CASCADE"))
+    locale: Mapped[str] = mapped_column(String(8))
+    title: Mapped[str] = mapped_column(String(200))
+    summary: Mapped[str] = mapped_column(String(500), default="")
+    body_markdown: Mapped[str] = mapped_column(Text)
+    body_html: Mapped[str] = mapped_column(Text, doc="Rendered and sanitized once, on save.")
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class LetterImage(Base):
+    """A letter's header image, as served: re-encoded by Pillow from the upload, with
+    no metadata left in it. In the database, so every app process and machine has it."""
+
+    __tablename__ = "letter_images"
+
+    letter_id: Mapped[int] = mapped_column(
+        ForeignKey("letters.id", ondelete="CASCADE"), primary_key=True
+    )
+    content_type: Mapped[str] = mapped_column(String(40))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    digest: Mapped[str] = mapped_column(String(64), doc="SHA-256 of `data`: its ETag and URL.")
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

@@ -70,6 +70,13 @@ class SignerFields:
         "domain (or company) have signed; until then listed as anonymous with the badge.",
     )
 
+    locale: Mapped[str] = mapped_column(
+        String(8),
+        default="en",
+        server_default="en",
+        doc="The language the signer used: their emails are written in it.",
+    )
+
     email: Mapped[str | None] = mapped_column(String(254))
     email_hash: Mapped[str] = mapped_column(String(64))
     email_domain: Mapped[str] = mapped_column(String(253), default="")
