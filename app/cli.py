@@ -209,7 +209,13 @@ def worker() -> None:
     with _database(settings) as database:
         _check_secret_key(database, settings)
         typer.echo(f"Mail worker delivering through the {settings.mail_backend} backend.")
-        run_worker(database, make_backend(settings), settings=settings, stop=stop)
+        run_worker(
+            database,
+            make_backend(settings),
+            settings=settings,
+            stop=stop,
+            senders=settings.mail_senders,
+        )
 
 
 @cli.command()

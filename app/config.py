@@ -118,6 +118,14 @@ class Settings(BaseSettings):
         "`none` with a username or password is refused: the password would go in clear.",
     )
     smtp_timeout_seconds: float = 20.0
+    mail_senders: int = Field(
+        default=4,
+        ge=1,
+        le=16,
+        description="Emails one `undersigned worker` process sends at once, each on its own "
+        "SMTP connection (threads; each holds one database connection while it records). "
+        "The worker inside `undersigned serve` sends one at a time.",
+    )
     mail_from: str = "Undersigned <letters@localhost>"
 
     rate_limit_storage: str = Field(

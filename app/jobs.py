@@ -76,7 +76,7 @@ def forget_in_files(database: Database) -> None:
         database.checkpoint()
 
 
-def work_once(database: Database, backend: Backend, *, settings: Settings) -> int:
+def work_once(database: Database, backend: Backend, *, settings: Settings, senders: int = 1) -> int:
     """One pass: decide what new submissions get (their emails join the outbox in the
     same transaction), send asked-for sign-in links, queue the next batch of any
     update's emails, then deliver what is due. Returns how many things were done."""
@@ -86,7 +86,7 @@ def work_once(database: Database, backend: Backend, *, settings: Settings) -> in
         decided += send_login_links(session, settings=settings)
     with database.write() as session:
         decided += fan_out_updates(session, settings=settings)
-    return decided + deliver_due(database, backend, settings=settings)
+    return decided + deliver_due(database, backend, settings=settings, senders=senders)
 
 
 def run_worker(
@@ -96,6 +96,7 @@ def run_worker(
     settings: Settings,
     stop: threading.Event,
     poll_seconds: float = 1.0,
+    senders: int = 1,
 ) -> None:
     """Deliver until `stop` is set; apply the retention rules once an hour, run the
     integrity check once a day (logging its report) and, on SQLite, checkpoint the WAL
@@ -115,7 +116,7 @@ def run_worker(
             _chore("WAL checkpoint", lambda: forget_in_files(database))
         busy = False
         try:
-            busy = work_once(database, backend, settings=settings) > 0
+            busy = work_once(database, backend, settings=settings, senders=senders) > 0
         except Exception:
             log.exception("mail worker pass failed; retrying")
         if not busy:

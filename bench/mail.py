@@ -200,7 +200,7 @@ def work_until_empty(
     done = 0
     try:
         while True:
-            did = work_once(database, backend, settings=settings)
+            did = work_once(database, backend, settings=settings, senders=settings.mail_senders)
             if not did:
                 return done
             done += did

@@ -132,9 +132,12 @@ clients (Postfix after 300 s, 10 s under stress), and a quiet worker holds none 
 class _Connection(smtplib.SMTP):
     """Remembers whether DATA began. Before it, the server cannot have accepted the
     message, so a connection that failed there can be replaced and the message sent on
-    the new one without any chance of it arriving twice."""
+    the new one without any chance of it arriving twice. And how much it has carried,
+    and when it was last used (for `SmtpBackend`'s limits)."""
 
     data_started = False
+    sent_on_connection = 0
+    last_used = 0.0
 
     def data(self, msg: Any) -> tuple[int, bytes]:
         self.data_started = True
@@ -143,6 +146,8 @@ class _Connection(smtplib.SMTP):
 
 class _TlsConnection(smtplib.SMTP_SSL):
     data_started = False
+    sent_on_connection = 0
+    last_used = 0.0
 
     def data(self, msg: Any) -> tuple[int, bytes]:
         self.data_started = True
@@ -154,17 +159,20 @@ _GONE = (smtplib.SMTPServerDisconnected, ConnectionError)
 
 
 class SmtpBackend:
-    """Sends through one SMTP connection kept open across messages (and across batches
+    """Sends through SMTP connections kept open across messages (and across batches
     while the worker is busy): a new one after a failure, after `messages_per_connection`
     messages, or after `idle_seconds` unused. `messages_per_connection=1` opens a
     connection per message (the behaviour before D91, kept for the benchmark).
+
+    Thread-safe: each send takes an idle kept connection (or opens one) and gives it
+    back afterwards, so a worker's sender threads (`MAIL_SENDERS`, D98) each send on
+    their own connection, one message at a time per connection.
 
     Never twice: a message is retried here, on a new connection, only when the reused
     one turned out to be gone before DATA began (the server had not got it). Any other
     failure raises, classified as before (4xx, connection trouble: transient; 5xx:
     permanent), and the worker's rules retry it; the connection is then dropped unless
-    the server replied and smtplib reset the session (RSET), which keeps it usable.
-    Thread-safe (a lock): one message at a time per backend."""
+    the server replied and smtplib reset the session (RSET), which keeps it usable."""
 
     def __init__(
         self,
@@ -177,25 +185,22 @@ class SmtpBackend:
         self.messages_per_connection = max(1, messages_per_connection)
         self.idle_seconds = idle_seconds
         self._lock = threading.Lock()
-        self._smtp: _Connection | _TlsConnection | None = None
-        self._sent_on_connection = 0
-        self._last_used = 0.0
+        self._idle: list[_Connection | _TlsConnection] = []
         self.connections_opened = 0
 
     def send(self, message: EmailMessage) -> None:
-        with self._lock:
-            try:
-                refused = self._send(message)
-            except smtplib.SMTPRecipientsRefused as exc:
-                # `from None`: the original exception quotes each refused address.
-                raise _classify(exc.recipients) from None
-            except smtplib.SMTPResponseException as exc:
-                error = redact(f"{exc.smtp_code} {exc.smtp_error!r}")
-                if 400 <= exc.smtp_code < 500:
-                    raise TransientMailError(error) from None
-                raise PermanentMailError(error) from None
-            except (smtplib.SMTPException, OSError) as exc:
-                raise TransientMailError(redact(f"{type(exc).__name__}: {exc}")) from None
+        try:
+            refused = self._send(message)
+        except smtplib.SMTPRecipientsRefused as exc:
+            # `from None`: the original exception quotes each refused address.
+            raise _classify(exc.recipients) from None
+        except smtplib.SMTPResponseException as exc:
+            error = redact(f"{exc.smtp_code} {exc.smtp_error!r}")
+            if 400 <= exc.smtp_code < 500:
+                raise TransientMailError(error) from None
+            raise PermanentMailError(error) from None
+        except (smtplib.SMTPException, OSError) as exc:
+            raise TransientMailError(redact(f"{type(exc).__name__}: {exc}")) from None
         if refused:
             raise _classify(refused)
 
@@ -208,13 +213,15 @@ class SmtpBackend:
                 raise
             # The kept connection was gone before the message was handed over (the
             # server closed it while idle, or said 421): once more on a new one.
-            self._close(polite=False)
-            smtp, _ = self._connection()
+            smtp, _ = self._connection(reuse=False)
             refused = self._send_on(smtp, message)
-        self._sent_on_connection += 1
-        self._last_used = time.monotonic()
-        if self._sent_on_connection >= self.messages_per_connection:
-            self._close(polite=True)
+        smtp.sent_on_connection += 1
+        smtp.last_used = time.monotonic()
+        if smtp.sent_on_connection >= self.messages_per_connection:
+            _close(smtp, polite=True)
+        else:
+            with self._lock:
+                self._idle.append(smtp)
         return refused
 
     def _send_on(
@@ -226,30 +233,36 @@ class SmtpBackend:
         except (smtplib.SMTPResponseException, smtplib.SMTPRecipientsRefused):
             # A refusal: smtplib has reset the session (RSET), or closed it after a 421.
             if smtp.sock is None:
-                self._close(polite=False)
+                _close(smtp, polite=False)
+            else:
+                smtp.last_used = time.monotonic()
+                with self._lock:
+                    self._idle.append(smtp)
             raise
         except BaseException:
-            self._close(polite=False)  # a timeout or a drop: its state is unknown
+            _close(smtp, polite=False)  # a timeout or a drop: its state is unknown
             raise
 
-    def _connection(self) -> tuple[_Connection | _TlsConnection, bool]:
-        """The kept connection if it is still usable, else a new one; and whether it
-        was kept."""
-        smtp = self._smtp
-        if smtp is not None:
-            idle = time.monotonic() - self._last_used
-            if idle >= self.idle_seconds:
-                self._close(polite=True)
+    def _connection(self, *, reuse: bool = True) -> tuple[_Connection | _TlsConnection, bool]:
+        """A kept connection if one is idle and still usable (the most recently used
+        first), else a new one; and whether it was kept. The connection is this
+        caller's until `_send` gives it back."""
+        while reuse:
+            with self._lock:
+                if not self._idle:
+                    break
+                smtp = self._idle.pop()
+            if time.monotonic() - smtp.last_used >= self.idle_seconds:
+                _close(smtp, polite=True)
             elif smtp.sock is None or _readable(smtp.sock):
                 # Between transactions a server says nothing unless it is leaving (a 421
                 # on timeout, or the end of the stream).
-                self._close(polite=False)
+                _close(smtp, polite=False)
             else:
                 return smtp, True
-        self._smtp = self._open()
-        self._sent_on_connection = 0
-        self._last_used = time.monotonic()
-        return self._smtp, False
+        smtp = self._open()
+        smtp.last_used = time.monotonic()
+        return smtp, False
 
     def _open(self) -> _Connection | _TlsConnection:
         s = self.settings
@@ -271,28 +284,38 @@ class SmtpBackend:
         except BaseException:
             smtp.close()
             raise
-        self.connections_opened += 1
+        with self._lock:
+            self.connections_opened += 1
         return smtp
 
-    def _close(self, *, polite: bool) -> None:
-        smtp, self._smtp = self._smtp, None
-        if smtp is None:
-            return
-        if polite and smtp.sock is not None:
-            with contextlib.suppress(smtplib.SMTPException, OSError):
-                smtp.quit()
-        smtp.close()
+    @property
+    def kept_connections(self) -> int:
+        """How many connections are open and idle, waiting for the next message."""
+        with self._lock:
+            return len(self._idle)
 
     def close_if_idle(self) -> None:
-        """Closes the kept connection if it has been unused for `idle_seconds` (the
-        worker calls this when it finds nothing to send)."""
+        """Closes the kept connections unused for `idle_seconds` (the worker calls this
+        when it finds nothing to send)."""
+        now = time.monotonic()
         with self._lock:
-            if self._smtp is not None and time.monotonic() - self._last_used >= self.idle_seconds:
-                self._close(polite=True)
+            stale = [smtp for smtp in self._idle if now - smtp.last_used >= self.idle_seconds]
+            self._idle = [smtp for smtp in self._idle if smtp not in stale]
+        for smtp in stale:
+            _close(smtp, polite=True)
 
     def close(self) -> None:
         with self._lock:
-            self._close(polite=True)
+            idle, self._idle = self._idle, []
+        for smtp in idle:
+            _close(smtp, polite=True)
+
+
+def _close(smtp: _Connection | _TlsConnection, *, polite: bool) -> None:
+    if polite and smtp.sock is not None:
+        with contextlib.suppress(smtplib.SMTPException, OSError):
+            smtp.quit()
+    smtp.close()
 
 
 def _gone(exc: BaseException) -> bool:

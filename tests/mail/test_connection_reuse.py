@@ -116,10 +116,10 @@ def test_a_connection_is_replaced_after_n_messages_and_after_idle_time(
     assert idle.connections_opened == 2
     # Nothing due: a worker keeps a connection it just used, and closes it once idle.
     assert deliver_due(db, backend, settings=settings) == 0
-    assert backend._smtp is not None
+    assert backend.kept_connections == 1
     backend.idle_seconds = 0.0
     assert deliver_due(db, backend, settings=settings) == 0
-    assert backend._smtp is None
+    assert backend.kept_connections == 0
     assert len(set(received_ids(counting_server))) == 12
 
 
@@ -243,3 +243,36 @@ def test_two_workers_on_postgresql_deliver_each_email_exactly_once(
     assert sorted(received) == sorted(r.message_id for r in rows(postgres))
     assert {r.status for r in rows(postgres)} == {OutboxStatus.SENT}
     assert counting_server.connections() <= 2 * (emails // 100 + 1)
+
+
+def test_several_senders_share_a_pass_each_email_once_on_its_own_connections(
+    db: Database, smtp_settings: Settings, counting_server: CountingSmtpServer
+) -> None:
+    """D98: a pass with 4 senders claims 4 times `limit` emails and sends them from 4
+    threads at once, each on its own connection, given back for the next; the 5th DATA
+    is dropped before the server accepts it (that email is retried by the worker's
+    rules, never lost), and the connections are reused by the next pass."""
+    settings = settings_for(smtp_settings, counting_server)
+    counting_server.drop_in_data = {5}
+    for n in range(30):
+        queue_email(db, to=f"signer{n}@example.org")
+    backend = SmtpBackend(settings)
+    try:
+        assert deliver_due(db, backend, settings=settings, limit=5, senders=4) == 19
+        # Up to 4 at once (4 claimed shares in 4 threads), one more if the dropped sender
+        # had another email. One at a time would have needed 2 (one, and one after the
+        # drop): 3 or more were open at once. Every one but the dropped was given back.
+        opened = backend.connections_opened
+        assert 3 <= opened <= 5
+        assert backend.kept_connections == opened - 1
+        later = utcnow() + timedelta(hours=2)  # past the dropped one's backoff
+        assert deliver_due(db, backend, settings=settings, now=later, limit=5, senders=4) == 11
+        # The next pass reused the kept ones and opened at most the missing one.
+        assert backend.connections_opened <= opened + 4 - (opened - 1)
+        assert backend.kept_connections == backend.connections_opened - 1
+    finally:
+        backend.close()
+    assert backend.kept_connections == 0
+    finished = rows(db)
+    assert {row.status for row in finished} == {OutboxStatus.SENT}
+    assert sorted(received_ids(counting_server)) == sorted(r.message_id for r in finished)
