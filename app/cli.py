@@ -706,6 +706,65 @@ def letter_edit(
     typer.echo(f"Letter {slug!r} changed: {names}{version}.")
 
 
+@letter_cli.command("translate")
+def letter_translate(
+    slug: SlugArgument,
+    locale: Annotated[str, typer.Option(help="The translation's language: es.")],
+    title: Annotated[str | None, typer.Option(help="The title in that language.")] = None,
+    body_file: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            readable=True,
+            help="A UTF-8 Markdown file with the text in that language.",
+        ),
+    ] = None,
+    summary: Annotated[str, typer.Option(help="The summary in that language.")] = "",
+    remove: Annotated[
+        bool, typer.Option("--remove", help="Remove the translation into that language.")
+    ] = False,
+) -> None:
+    """Add, replace or remove a letter's translation (its readers in that language see
+    it; everyone signs the same letter). Exit status 2: invalid input; 1: no letter."""
+    from app.errors import InvalidInput
+    from app.letters.service import get_letter
+    from app.letters.translations import remove_translation, set_translation
+    from app.organizers.service import SHELL
+
+    if remove == (title is not None or body_file is not None):
+        typer.echo("Give --title and --body-file, or --remove.", err=True)
+        raise typer.Exit(2)
+    if not remove and (title is None or body_file is None):
+        typer.echo("A translation needs --title and --body-file.", err=True)
+        raise typer.Exit(2)
+    values = {
+        "title": title or "",
+        "summary": summary,
+        "body_markdown": _read_body(body_file) or "",
+    }
+    settings = _settings()
+    try:
+        with _transaction(settings) as session:
+            letter = get_letter(session, slug=slug)
+            try:
+                if remove:
+                    done = remove_translation(session, letter=letter, locale=locale, actor=SHELL)
+                    message = "removed" if done else "it had no such translation"
+                else:
+                    saved = set_translation(
+                        session, letter=letter, locale=locale, values=values, actor=SHELL
+                    )
+                    message = "translation " + (
+                        "added" if saved.created else "changed" if saved.changed else "unchanged"
+                    )
+            except InvalidInput as exc:
+                raise _refused(exc, status=2) from exc
+    except DomainError as exc:
+        raise _refused(_not_found_named(exc, slug), status=1) from exc
+    typer.echo(f"Letter {slug!r} ({locale}): {message}.")
+
+
 @letter_cli.command("export")
 def letter_export(
     slug: SlugArgument,

@@ -1,8 +1,14 @@
-"""Domain errors. Services raise these; app/web/errors.py renders them."""
+"""Domain errors. Services raise these; app/web/errors.py renders them.
+
+A `detail` is English, marked for the catalog (`N_`, or `gettext` where it is made at
+request time); app/web/errors.py translates it into the request's language when it is
+sent, on a page or in a JSON error (D111)."""
 
 from __future__ import annotations
 
 from typing import Any
+
+from app.i18n import N_
 
 
 class DomainError(Exception):
@@ -10,7 +16,7 @@ class DomainError(Exception):
 
     status_code = 400
     code = "bad_request"
-    default_detail = "The request could not be processed."
+    default_detail = N_("The request could not be processed.")
 
     def __init__(self, detail: str | None = None) -> None:
         self.detail = detail or self.default_detail
@@ -24,22 +30,22 @@ class DomainError(Exception):
 class NotFound(DomainError):
     status_code = 404
     code = "not_found"
-    default_detail = "There is nothing at this address."
+    default_detail = N_("There is nothing at this address.")
 
 
 class LetterNotFound(NotFound):
     code = "letter_not_found"
-    default_detail = "There is no letter at this address."
+    default_detail = N_("There is no letter at this address.")
 
 
 class LetterNotOpen(DomainError):
     status_code = 409
     code = "letter_not_open"
-    default_detail = "This letter is not open for signatures."
+    default_detail = N_("This letter is not open for signatures.")
 
 
 class LetterClosedBeforeVerification(LetterNotOpen):
-    default_detail = "This letter closed before your signature was confirmed."
+    default_detail = N_("This letter closed before your signature was confirmed.")
 
     def extra(self) -> dict[str, Any]:
         return {"reason": "closed_before_verification"}
@@ -51,7 +57,7 @@ class InvalidToken(DomainError):
 
     status_code = 400
     code = "invalid_token"
-    default_detail = "This link is not valid."
+    default_detail = N_("This link is not valid.")
 
     def __init__(self, detail: str | None = None, *, reason: str = "invalid") -> None:
         self.reason = reason
@@ -70,7 +76,7 @@ class NotSignedIn(DomainError):
 
     status_code = 401
     code = "not_signed_in"
-    default_detail = "Sign in to see this page."
+    default_detail = N_("Sign in to see this page.")
 
 
 class Forbidden(DomainError):
@@ -78,13 +84,13 @@ class Forbidden(DomainError):
 
     status_code = 403
     code = "forbidden"
-    default_detail = "Your role on this letter does not allow this."
+    default_detail = N_("Your role on this letter does not allow this.")
 
 
 class CSRFError(DomainError):
     status_code = 403
     code = "csrf_failed"
-    default_detail = "This form has expired. Go back, reload the page and try again."
+    default_detail = N_("This form has expired. Go back, reload the page and try again.")
 
 
 class InvalidInput(DomainError):

@@ -25,7 +25,10 @@ from app.jobs import backlog, run_worker
 from app.keycheck import check_secret_key
 from app.letters import api as letters_api
 from app.letters import dashboard as letters_dashboard
+from app.letters import feed_pages as letters_feed
+from app.letters import images, looks
 from app.letters import pages as letters_pages
+from app.letters import share as letters_share
 from app.letters import team as letters_team
 from app.mail.backends import make_backend
 from app.organizers import pages as organizers_pages
@@ -41,6 +44,8 @@ from app.web import dev, errors, ratelimit
 from app.web import metrics as web_metrics
 from app.web.cache import PublicCacheMiddleware
 from app.web.compression import CompressionMiddleware
+from app.web.cors import PublicApiCors
+from app.web.locale import LocaleMiddleware
 from app.web.security import (
     BodyLimitMiddleware,
     HeaderLimitMiddleware,
@@ -103,7 +108,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=settings.max_request_bytes,
-        larger=("/dashboard/", settings.max_dashboard_request_bytes),
+        larger=(
+            # A header image (app/letters/looks.py), with room for the form around it.
+            (looks.UPLOAD_PREFIX, images.MAX_UPLOAD_BYTES + 64 * 1024),
+            ("/dashboard/", settings.max_dashboard_request_bytes),
+        ),
     )
     app.add_middleware(HeaderLimitMiddleware)  # inside SecurityMiddleware: its 431 gets the headers
     app.add_middleware(SecurityMiddleware, secure=settings.secure_cookies)
@@ -115,6 +124,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         seconds=settings.public_cache_seconds,
         bypass_cookies=(session_cookie_name(settings), signatures_pages.THANKS_COOKIE),
     )
+    # Outside the cache: each request's language, which the cache keys on (D111).
+    app.add_middleware(LocaleMiddleware, secure=settings.secure_cookies)
+    # Outside the cache: its answers and 304s get the header too (D101).
+    app.add_middleware(PublicApiCors)
     # Outermost: times every answer and gives each request its id (X-Request-ID, logs).
     app.add_middleware(web_metrics.RequestMetricsMiddleware)
     app.state.backlog_probe = partial(backlog, database)  # read at each /metrics scrape
@@ -123,6 +136,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ratelimit.install(app, settings, recorder=partial(_record_refusal, settings))
     for router in (
         letters_pages.router,
+        letters_share.router,
+        letters_feed.router,
+        looks.router,
         signatures_pages.router,
         signatures_manage.router,
         letters_api.router,

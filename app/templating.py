@@ -8,6 +8,7 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from app import i18n
 from app.config import TEMPLATES_DIR
 
 
@@ -21,8 +22,25 @@ def environment() -> Environment:
         lstrip_blocks=True,
         auto_reload=False,
     )
-    env.install_null_translations(newstyle=True)  # type: ignore[attr-defined]
-    env.filters["thousands"] = lambda number: f"{number:,}"
+    # The callables read the current language (app.i18n) at each call: one environment
+    # (and one template cache) serves every language.
+    env.install_gettext_callables(  # type: ignore[attr-defined]
+        i18n.gettext, i18n.ngettext, newstyle=True
+    )
+    # Numbers and dates in the current language: 12,345 / 12.345; 27 November 2026 /
+    # 27 de noviembre de 2026. `{{ n | thousands }}`, `{{ d | date }}`, `{{ d | date("medium") }}`,
+    # `{{ t | datetime }}` (the day and HH:MM).
+    # A text made in Python (an error's detail, a field's message): translated if the
+    # catalog has it, as it is otherwise; never %-formatted, unlike `_()`.
+    env.filters["translated"] = i18n.gettext
+    env.filters["thousands"] = i18n.format_number
+    env.filters["number"] = i18n.format_number
+    env.filters["fixed"] = i18n.format_fixed  # {{ 12.345 | fixed(1) }}: "12.3", "12,3"
+    env.filters["date"] = i18n.format_day
+    env.filters["datetime"] = i18n.format_moment
+    env.globals["current_locale"] = i18n.current_locale
+    env.globals["LOCALES"] = i18n.LOCALES
+    env.globals["LANGUAGE_NAMES"] = i18n.LANGUAGE_NAMES
     env.globals["static_url"] = static_url
     return env
 

@@ -13,6 +13,7 @@ from typing import Any
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 from app.errors import InvalidToken
+from app.i18n import N_
 
 
 class Purpose(StrEnum):
@@ -41,6 +42,6 @@ def read(secret_key: str, purpose: Purpose, token: str, *, max_age: int | None =
     try:
         return _serializer(secret_key, purpose).loads(token, max_age=max_age)
     except SignatureExpired as exc:
-        raise InvalidToken("This link has expired.", reason="expired") from exc
+        raise InvalidToken(N_("This link has expired."), reason="expired") from exc
     except BadSignature as exc:
-        raise InvalidToken("This link is not valid. It may have been cut short.") from exc
+        raise InvalidToken(N_("This link is not valid. It may have been cut short.")) from exc

@@ -9,7 +9,8 @@ The target (issue 10): performance 100 on every page, with no "efficient cache p
 (`uses-long-cache-ttl`) or "text compression" (`uses-text-compression`) finding.
 `--strict` exits 1 when it is missed.
 
-Lighthouse is the npm package, installed on first use with npm into var/lighthouse
+Lighthouse is the npm package pinned in tests/tools/package.json and its lock file (the
+tests run it too), installed on first use with `npm ci --prefix tests/tools`
 (LIGHTHOUSE_VERSION: the 12 series runs on Node 20 and still has both audits; 13 needs
 Node 22 and folds them into "insights"). After that it runs offline. Chromium is
 /usr/bin/chromium (CHROME_PATH to change it). The JSON reports are kept in
@@ -21,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -30,11 +30,11 @@ from pathlib import Path
 
 from tests.support.ports import free_port
 from tests.support.processes import clean_env, console_script, wait_until_healthy
+from tests.support.tools import LIGHTHOUSE, install_tools
 
 ROOT = Path(__file__).resolve().parent.parent
 HOME = ROOT / "var" / "lighthouse"
-LIGHTHOUSE_VERSION = "12.8.2"
-LIGHTHOUSE = HOME / "node_modules" / ".bin" / "lighthouse"
+LIGHTHOUSE_VERSION = "12.8.2"  # as tests/tools/package.json pins it
 CHROMIUM = "/usr/bin/chromium"
 CHROME_FLAGS = "--headless --no-sandbox --disable-gpu --disable-background-networking"
 PAGES = ("/", "/letters/ice-out", "/letters/ice-out/signers")
@@ -61,19 +61,10 @@ class Result:
 
 
 def ensure_lighthouse() -> Path:
-    """var/lighthouse/node_modules/.bin/lighthouse, installed with npm if missing."""
-    if LIGHTHOUSE.exists():
-        return LIGHTHOUSE
-    npm = shutil.which("npm")
-    if npm is None:
-        raise SystemExit("npm is needed to install Lighthouse (apt-get install npm)")
-    HOME.mkdir(parents=True, exist_ok=True)
-    print(f"Installing lighthouse@{LIGHTHOUSE_VERSION} into {HOME} ...", flush=True)
-    subprocess.run(
-        [npm, "install", "--prefix", str(HOME), "--no-audit", "--no-fund", "--loglevel=error",
-         f"lighthouse@{LIGHTHOUSE_VERSION}"],
-        check=True,
-    )  # fmt: skip
+    """tests/tools/node_modules/.bin/lighthouse, installed from the lock file if missing."""
+    if not LIGHTHOUSE.exists():
+        print(f"Installing lighthouse@{LIGHTHOUSE_VERSION} into tests/tools ...", flush=True)
+        install_tools()
     return LIGHTHOUSE
 
 

@@ -514,3 +514,34 @@ def test_where_serve_listens_and_the_links_it_builds(
 ) -> None:
     assert is_loopback(host) is loopback
     assert base_url_for(host, 8080) == base_url
+
+
+def test_letter_translate_adds_changes_and_removes_a_translation(
+    run: Run, tmp_path: Path, database_url: str
+) -> None:
+    run("db", "upgrade")
+    body = tmp_path / "es.md"
+    body.write_text("Pedimos **una** cosa.\n", encoding="utf-8")
+    run("letter", "create", "--slug", "x", "--title", "T", "--body-file", str(body), "--publish")
+    spanish = ("letter", "translate", "x", "--locale", "es", "--body-file", str(body))
+
+    assert "translation added" in run(*spanish, "--title", "Una carta").stdout
+    assert "translation unchanged" in run(*spanish, "--title", "Una carta").stdout
+    assert "translation changed" in run(*spanish, "--title", "Otra carta").stdout
+    english = run("letter", "translate", "x", "--locale", "en", "--title", "E",
+                  "--body-file", str(body), expect=2)  # fmt: skip
+    assert "--locale: Choose one of the languages offered." in english.stderr
+    assert run(*spanish, "--title", " ", expect=2).stderr.startswith("Invalid letter:")
+    assert run("letter", "translate", "x", "--locale", "es", expect=2).returncode == 2
+    missing = run("letter", "translate", "nope", "--locale", "es", "--remove", expect=1)
+    assert "nope" in missing.stderr and "Traceback" not in missing.stderr
+    assert "removed" in run("letter", "translate", "x", "--locale", "es", "--remove").stdout
+    database = Database(database_url)
+    try:
+        with database.read() as session:
+            actions = session.scalars(select(AuditEvent.action).order_by(AuditEvent.id)).all()
+    finally:
+        database.dispose()
+    assert actions[-3:] == [
+        "letter.translation.add", "letter.translation.edit", "letter.translation.remove",
+    ]  # fmt: skip

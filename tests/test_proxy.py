@@ -425,6 +425,31 @@ def test_the_cache_keeps_a_gzip_and_a_plain_copy(site: Site) -> None:
     assert count_on(plain[1].text) >= 0
 
 
+def test_the_cache_keeps_each_language_apart(site: Site) -> None:
+    """The key holds the page's language as the app chooses it: a Spanish reader never
+    gets the English page kept for someone else, and the reverse."""
+    url = f"/letters/{SLUG}?proxy-test={uuid.uuid4().hex}"
+
+    def twice(**headers: str) -> list[Reply]:
+        return [request(site.proxy, "GET", url, headers=headers) for _ in range(2)]
+
+    english = twice(**{"Accept-Language": "en-US,en;q=0.9"})
+    spanish = twice(**{"Accept-Language": "es-MX,es;q=0.9,en;q=0.5"})
+    chosen = twice(Cookie="lang=es")
+    for replies, lang in ((english, "en"), (spanish, "es"), (chosen, "es")):
+        assert [reply.cache for reply in replies] == ["MISS", "HIT"], lang
+        for reply in replies:
+            assert f'<html lang="{lang}">' in reply.text, lang
+            assert reply.headers["Content-Language"] == lang
+    # A header that names no Spanish is English: the English entry answers it.
+    french = request(site.proxy, "GET", url, headers={"Accept-Language": "fr-FR,fr"})
+    assert (french.cache, french.body) == ("HIT", english[1].body)
+    # The switcher's link goes to the app (which sets the cookie), never to the cache.
+    switched = request(site.proxy, "GET", f"{url}&lang=es")
+    assert switched.cache == "BYPASS" and '<html lang="es">' in switched.text
+    assert switched.headers["Set-Cookie"].startswith("lang=es;")
+
+
 def test_static_files_are_cached_for_a_year_under_hashed_names(site: Site) -> None:
     page = request(site.proxy, "GET", f"/letters/{SLUG}").text
     match = re.search(r'href="(/static/[^"]+\.[0-9a-f]{12}\.css)"', page)

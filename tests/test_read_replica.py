@@ -58,6 +58,14 @@ PUBLIC_READS = {
     "/api/v1/letters/{slug}",
     "/api/v1/letters/{slug}/signatures",
     "/api/v1/letters/{slug}/breakdown",
+    "/api/v1/letters/{slug}/timeline",
+    "/letters.atom",
+    "/letters/{slug}/signers.csv",
+    "/letters/{slug}/embed",
+    "/letters/{slug}/badge.svg",
+    "/letters/{slug}/card.png",
+    "/letters/{slug}/header/{name}",
+    "/sitemap.xml",
 }
 """Every route that may read from the replica: public, the same for every visitor."""
 

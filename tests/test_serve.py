@@ -153,7 +153,9 @@ def test_the_dev_mailbox_answers_loopback_but_not_a_client_behind_the_proxy(
     assert b"Dev mailbox" not in body
     assert b"/verify/" not in body
     missing = _raw(served.port, _get("/no-such-page", "X-Forwarded-For: 203.0.113.9"))
-    assert body == missing[2], "the same 404 as an address that does not exist"
+    # A page names its own address (canonical link, language links): apart from that,
+    # the same 404 as an address that does not exist.
+    assert body.replace(b"/dev/mail", b"/no-such-page") == missing[2]
 
     status, headers, body = _raw(served.port, _get("/dev/mail"))
     assert status == "HTTP/1.1 200 OK"

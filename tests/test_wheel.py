@@ -70,6 +70,11 @@ def test_the_wheel_carries_templates_static_files_and_migrations(wheel: Path) ->
         assert f"app/migrations/versions/{path.name}" in names
     assert "app/migrations/env.py" in names
     assert "app/migrations/script.py.mako" in names
+    # The catalogs, and each one compiled at build time (hatch_build.py).
+    for po in (REPO_ROOT / "translations").glob("*/LC_MESSAGES/messages.po"):
+        shipped = f"app/translations/{po.relative_to(REPO_ROOT / 'translations')}"
+        assert shipped in names
+        assert shipped.removesuffix(".po") + ".mo" in names
     # Nothing from the repository's tooling or tests.
     assert not any(name.startswith(("tests/", "bench/", "app/tests/")) for name in names)
 

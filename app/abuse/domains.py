@@ -25,6 +25,7 @@ from email_validator import EmailNotValidError, validate_email
 from app.abuse.service import EventKind
 from app.emails import email_domain
 from app.errors import InvalidInput
+from app.i18n import gettext as _
 from app.letters.models import Letter
 
 DISPOSABLE: frozenset[str] = frozenset(domain.strip().lower() for domain in blocklist)
@@ -65,8 +66,9 @@ def _listed(suffixes: list[str], domains: frozenset[str]) -> bool:
 def _only(required: list[str]) -> str:
     names = ", ".join(required[:SHOWN_MAX])
     if len(required) > SHOWN_MAX:
-        names += f" (or one of {len(required) - SHOWN_MAX} other domains)"
-    return f"Only addresses at {names} can sign this letter."
+        more = len(required) - SHOWN_MAX
+        names += " " + _("(or one of %(n)s other domains)") % {"n": more}
+    return _("Only addresses at %(names)s can sign this letter.") % {"names": names}
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,11 +94,13 @@ def email_domain_refusal(letter: Letter, address: str) -> DomainRefusal | None:
     if required and not _listed(suffixes, _as_set(tuple(required))):
         return DomainRefusal(EventKind.REQUIRED_DOMAIN, _only(required))
     if not required and _listed(suffixes, DISPOSABLE):
-        message = f"Addresses at {shown} are throwaway addresses; use your usual address."
+        message = _("Addresses at %(domain)s are throwaway addresses; use your usual address.") % {
+            "domain": shown
+        }
         return DomainRefusal(EventKind.DISPOSABLE_DOMAIN, message)
     forbidden = letter.forbidden_domains or []
     if forbidden and _listed(suffixes, _as_set(tuple(forbidden))):
-        message = f"This letter does not accept addresses at {shown}."
+        message = _("This letter does not accept addresses at %(domain)s.") % {"domain": shown}
         return DomainRefusal(EventKind.FORBIDDEN_DOMAIN, message)
     return None
 

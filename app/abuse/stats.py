@@ -43,6 +43,7 @@ from sqlalchemy.orm import Session
 from app.abuse.models import AbuseEvent
 from app.db import UTCDateTime, utcnow
 from app.errors import InvalidInput
+from app.i18n import N_
 
 _signatures = table(
     "signatures",
@@ -87,7 +88,7 @@ def parse_window(value: str) -> Window:
     try:
         return Window(value or Window.HOUR.value)
     except ValueError:
-        message = "Choose the last hour or the last 24 hours."
+        message = N_("Choose the last hour or the last 24 hours.")
         raise InvalidInput(message, fields={"window": message}) from None
 
 

@@ -14,6 +14,7 @@ from app.abuse import proof
 from app.abuse import service as abuse
 from app.config import ProofOfWork, Settings
 from app.errors import InvalidInput
+from app.i18n import N_
 from app.letters import service as letters
 from app.letters.api import LetterSlug
 from app.web import ratelimit
@@ -24,9 +25,13 @@ from app.web.errors import error_responses
 FIELD = "altcha"
 """The form field (and API property) that carries the widget's solution."""
 REFUSED = {
-    proof.ProofResult.INVALID: "The check that you are a person did not work. Please try again.",
-    proof.ProofResult.REPLAYED: "The check that you are a person did not work. Please try again.",
-    proof.ProofResult.EXPIRED: "The check that you are a person has expired. Please try again.",
+    proof.ProofResult.INVALID: N_(
+        "The check that you are a person did not work. Please try again."
+    ),
+    proof.ProofResult.REPLAYED: N_(
+        "The check that you are a person did not work. Please try again."
+    ),
+    proof.ProofResult.EXPIRED: N_("The check that you are a person has expired. Please try again."),
 }
 EVENTS = {
     proof.ProofResult.INVALID: abuse.EventKind.PROOF_FAILED,

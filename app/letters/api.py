@@ -10,6 +10,7 @@ from app import urls
 from app.config import Settings
 from app.errors import LetterNotFound
 from app.letters import service as letters
+from app.letters import translations
 from app.letters.models import SIGNER_FIELDS
 from app.letters.schemas import (
     SLUG_MAX_LENGTH,
@@ -18,6 +19,7 @@ from app.letters.schemas import (
     LetterList,
     LetterOut,
     SignerFieldsOut,
+    TranslationOut,
 )
 from app.web import ratelimit
 from app.web.cache import NOT_MODIFIED, public
@@ -79,13 +81,21 @@ def list_letters(
 def get_letter(
     slug: LetterSlug, session: PublicReadSession, settings: AppSettings, response: Response
 ) -> LetterDetailOut:
-    """A published (open or closed) letter, with its text as sanitized HTML. Cached for
-    a few seconds (`Cache-Control`, `ETag`)."""
+    """A published (open or closed) letter, with its text as sanitized HTML and its
+    translations (`translations`: the same letter in other languages). Cached for a few
+    seconds (`Cache-Control`, `ETag`)."""
     found = letters.get_public_letter(session, slug=slug)
     public(response, settings)
     return LetterDetailOut(
         **letter_out(found, settings).model_dump(),
         body_html=found.letter.body_html,
+        language=translations.OWN_LOCALE,
+        translations=[
+            TranslationOut(
+                language=row.locale, title=row.title, summary=row.summary, body_html=row.body_html
+            )
+            for row in translations.all_translations(session, letter_id=found.letter.id)
+        ],
         addressed_to=found.letter.addressed_to,
         published_at=found.letter.published_at,
         signer_fields=SignerFieldsOut(

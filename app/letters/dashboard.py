@@ -17,6 +17,7 @@ from starlette.responses import Response
 
 from app.db import utcnow
 from app.errors import InvalidInput
+from app.i18n import gettext as _
 from app.letters import service as letters
 from app.letters.models import (
     DEFAULT_CONTACT_RETENTION_DAYS,
@@ -146,7 +147,7 @@ def _form_page(
 
 def _preview(body: str) -> tuple[str | None, dict[str, str]]:
     if len(body) > BODY_MAX:
-        return None, {"body": f"Use at most {BODY_MAX} characters."}
+        return None, {"body": _("Use at most %(n)s characters.") % {"n": BODY_MAX}}
     return letters.render_markdown(body), {}
 
 

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from app.db import utcnow
 from app.errors import InvalidInput
+from app.i18n import N_, format_number, gettext
 from app.letters.models import Letter
 from app.organizers.service import Actor, record
 
@@ -78,21 +79,23 @@ def _parse_day(value: date | str, *, letter: Letter, now: datetime) -> date:
     else:
         value = value.strip()
         if not value:
-            raise InvalidInput("Enter a date.", fields={"date": "required"})
+            raise InvalidInput(N_("Enter a date."), fields={"date": "required"})
         try:
             if len(value) != 10:
                 raise ValueError(value)
             day = date.fromisoformat(value)
         except ValueError:
-            raise InvalidInput("Enter a date as YYYY-MM-DD.", fields={"date": "invalid"}) from None
+            raise InvalidInput(
+                N_("Enter a date as YYYY-MM-DD."), fields={"date": "invalid"}
+            ) from None
     earliest = earliest_day(letter)
     if earliest is None:
-        raise InvalidInput("Publish the letter first.", fields={"date": "not_published"})
+        raise InvalidInput(N_("Publish the letter first."), fields={"date": "not_published"})
     if day > latest_day(now):
-        raise InvalidInput("The date is in the future.", fields={"date": "future"})
+        raise InvalidInput(N_("The date is in the future."), fields={"date": "future"})
     if day < earliest:
         raise InvalidInput(
-            "The date is before the letter was published.", fields={"date": "before_published"}
+            N_("The date is before the letter was published."), fields={"date": "before_published"}
         )
     return day
 
@@ -105,17 +108,18 @@ def clean_text(value: str) -> str:
     value = "\n".join(line.rstrip() for line in value.split("\n"))
     value = _BLANK_LINES.sub("\n\n", value).strip()
     if not value:
-        raise InvalidInput("Enter the text of the response.", fields={"text": "required"})
+        raise InvalidInput(N_("Enter the text of the response."), fields={"text": "required"})
     if len(value) > MAX_RESPONSE_CHARS:
         raise InvalidInput(
-            f"Use at most {MAX_RESPONSE_CHARS:,} characters.", fields={"text": "too_long"}
+            gettext("Use at most %(n)s characters.") % {"n": format_number(MAX_RESPONSE_CHARS)},
+            fields={"text": "too_long"},
         )
     for char in value:
         if char in _ALLOWED_WHITESPACE:
             continue
         if unicodedata.category(char) in {"Cc", "Cs", "Co", "Cn"} or char in _BIDI_CONTROLS:
             raise InvalidInput(
-                "Remove invisible or control characters.", fields={"text": "control_chars"}
+                N_("Remove invisible or control characters."), fields={"text": "control_chars"}
             )
     return value
 
@@ -127,22 +131,25 @@ def clean_link(value: str) -> str:
     if not value:
         return ""
     if len(value) > MAX_LINK_CHARS:
-        raise InvalidInput(f"Use at most {MAX_LINK_CHARS} characters.", fields={"link": "too_long"})
+        raise InvalidInput(
+            gettext("Use at most %(n)s characters.") % {"n": MAX_LINK_CHARS},
+            fields={"link": "too_long"},
+        )
     try:
         parts = urlsplit(value)
         _ = parts.port  # raises ValueError on a port that is not a number
     except ValueError:
-        raise InvalidInput("This link is not valid.", fields={"link": "invalid"}) from None
+        raise InvalidInput(N_("This link is not valid."), fields={"link": "invalid"}) from None
     if parts.scheme.lower() not in ("http", "https"):
         raise InvalidInput(
-            "Use a link that starts with https:// or http://.", fields={"link": "scheme"}
+            N_("Use a link that starts with https:// or http://."), fields={"link": "scheme"}
         )
     if (
         not parts.hostname
         or "@" in parts.netloc
         or any(char.isspace() or unicodedata.category(char) == "Cc" for char in value)
     ):
-        raise InvalidInput("This link is not valid.", fields={"link": "invalid"})
+        raise InvalidInput(N_("This link is not valid."), fields={"link": "invalid"})
     return value
 
 
@@ -193,7 +200,7 @@ def record_response(
     except InvalidInput as exc:
         fields.update(exc.fields)
     if fields or day is None:
-        raise InvalidInput("Some fields of the response are not valid.", fields=fields)
+        raise InvalidInput(N_("Some fields of the response are not valid."), fields=fields)
     replaced = letter.response_on is not None
     letter.response_on = day
     letter.response_text = cleaned_text

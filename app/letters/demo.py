@@ -7,7 +7,8 @@ from sqlalchemy.orm import Session
 
 from app.letters.models import Letter, LetterStatus
 from app.letters.schemas import LetterCreate
-from app.letters.service import create_letter
+from app.letters.service import create_letter, get_letter
+from app.letters.translations import get_translation, set_translation
 
 ICE_OUT = """\
 We build the products your companies sell. We write the code, run the data centres,
@@ -36,6 +37,48 @@ technology companies to:**
 Silence is also a choice, and it is being noticed. We are proud of much of what we
 build. We will not build this.
 """
+
+ICE_OUT_ES = """\
+Construimos los productos que venden sus empresas. Escribimos el código, operamos los
+centros de datos, respondemos a los tickets de soporte y diseñamos las interfaces a las
+que millones de personas confían su vida cada día. Les escribimos porque esa confianza
+se está gastando en algo de lo que nos negamos a formar parte.
+
+Agentes del Servicio de Inmigración y Control de Aduanas (ICE) patrullan las ciudades
+donde vivimos. Se llevan a nuestros vecinos a la salida de la escuela, en las paradas
+de autobús y en sus lugares de trabajo. Hay familias que tienen miedo de ir al médico.
+Compañeros con visa revisan las noticias antes de salir de casa. Las herramientas que
+hacen posibles estas redadas —corredores de datos, contratos de nube, analítica,
+vigilancia— son herramientas que construye nuestra industria.
+
+Ustedes tienen más influencia sobre este gobierno que casi nadie. Les pedimos que la
+usen.
+
+**Nosotros, los trabajadores de la tecnología abajo firmantes, pedimos a los directores
+ejecutivos de las empresas tecnológicas de Estados Unidos que:**
+
+1. **Llamen a la Casa Blanca** y exijan que ICE salga de las ciudades de Estados Unidos.
+2. **Cancelen todos los contratos** que su empresa tenga con ICE y rechacen otros
+   nuevos, directamente o a través de subcontratistas y revendedores.
+3. **Se pronuncien públicamente**, en su propio nombre, contra las redadas y a favor de
+   las personas que viven y trabajan en nuestras comunidades.
+
+El silencio también es una decisión, y se está notando. Estamos orgullosos de mucho de
+lo que construimos. Esto no lo vamos a construir.
+"""
+
+TRANSLATIONS = {
+    "ice-out": {
+        "es": {
+            "title": "ICE fuera: carta de los trabajadores de la tecnología a nuestros CEO",
+            "summary": "Trabajadores de la tecnología piden a los CEO de las empresas "
+            "tecnológicas de Estados Unidos que llamen a la Casa Blanca, cancelen sus "
+            "contratos con ICE y se pronuncien.",
+            "body_markdown": ICE_OUT_ES,
+        }
+    }
+}
+"""The demo letters' translations, by slug and language."""
 
 DE_ESCALATION = """\
 We write as owners and leaders of businesses large and small: shops, restaurants,
@@ -84,11 +127,17 @@ DEMO_LETTERS = [
 
 
 def create_demo_letters(session: Session) -> list[str]:
-    """Creates the missing ones; returns their slugs."""
+    """Creates the missing ones, with their translations; returns their slugs. A demo
+    letter made before it had a translation gets it (an earlier `undersigned demo`)."""
     existing = set(session.scalars(select(Letter.slug)))
     created = []
     for data in DEMO_LETTERS:
         if data.slug not in existing:
-            create_letter(session, data=data)
+            letter = create_letter(session, data=data)
             created.append(data.slug)
+        else:
+            letter = get_letter(session, slug=data.slug)
+        for locale, values in TRANSLATIONS.get(data.slug, {}).items():
+            if get_translation(session, letter_id=letter.id, locale=locale) is None:
+                set_translation(session, letter=letter, locale=locale, values=values, actor=None)
     return created

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from app.letters import service as letters
-from app.letters import versions
+from app.letters import translations, versions
 from app.web.cache import public
 from app.web.deps import AppSettings, PublicReadSession
 from app.web.rendering import render
@@ -18,7 +18,9 @@ router = APIRouter(include_in_schema=False)
 
 @router.get("/")
 def home(request: Request, session: PublicReadSession, settings: AppSettings) -> Response:
-    response = render(request, "home.html", {"letters": letters.list_public_letters(session)})
+    found = letters.list_public_letters(session)
+    texts = translations.localized_short(session, letters=[item.letter for item in found])
+    response = render(request, "home.html", {"letters": found, "texts": texts})
     return public(response, settings)
 
 

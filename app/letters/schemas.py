@@ -24,6 +24,8 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from app.errors import InvalidInput
+from app.i18n import N_
+from app.i18n import gettext as _
 from app.letters.badges import is_free_mail
 from app.letters.models import (
     DEFAULT_CONTACT_RETENTION_DAYS,
@@ -63,7 +65,9 @@ def _no_control_chars(value: str, *, newlines: bool) -> str:
         if newlines and char in "\n\t":
             continue
         if unicodedata.category(char) in {"Cc", "Cs", "Co", "Cn"} or char in _BIDI_CONTROLS:
-            raise PydanticCustomError("control_chars", "Remove invisible or control characters.")
+            raise PydanticCustomError(
+                "control_chars", N_("Remove invisible or control characters.")
+            )
     return value
 
 
@@ -85,7 +89,7 @@ def _text(value: object) -> object:
 
 def _required(value: str) -> str:
     if not value:
-        raise PydanticCustomError("required", "This field is required.")
+        raise PydanticCustomError("required", N_("This field is required."))
     return value
 
 
@@ -104,7 +108,7 @@ def _web_address(value: str) -> str:
         or any(char.isspace() for char in value)
     ):
         raise PydanticCustomError(
-            "web_address", "Enter a web address starting with https:// (or http://)."
+            "web_address", N_("Enter a web address starting with https:// (or http://).")
         )
     return value
 
@@ -127,7 +131,7 @@ def _utc(value: datetime | None) -> datetime | None:
 def _slug(value: str) -> str:
     if value in RESERVED_SLUGS:
         raise PydanticCustomError(
-            "reserved_slug", "This slug is reserved for the site's own pages: choose another."
+            "reserved_slug", N_("This slug is reserved for the site's own pages: choose another.")
         )
     return value
 
@@ -161,7 +165,7 @@ def _domain_list(value: object) -> object:
     if isinstance(value, str):
         if len(value) > DOMAINS_TEXT_MAX:
             raise PydanticCustomError(
-                "too_many_domains", "Give at most {max} domains.", {"max": DOMAINS_MAX}
+                "too_many_domains", N_("Give at most {max} domains."), {"max": DOMAINS_MAX}
             )
         value = [value]
     if not isinstance(value, list | tuple) or not all(isinstance(item, str) for item in value):
@@ -181,12 +185,12 @@ def _domain_list(value: object) -> object:
     if bad:
         raise PydanticCustomError(
             "not_a_domain",
-            "Not a domain name: {bad}. Write domains like example.org, one per line.",
+            N_("Not a domain name: {bad}. Write domains like example.org, one per line."),
             {"bad": ", ".join(bad[:3]) + (f" (and {len(bad) - 3} more)" if len(bad) > 3 else "")},
         )
     if len(domains) > DOMAINS_MAX:
         raise PydanticCustomError(
-            "too_many_domains", "Give at most {max} domains.", {"max": DOMAINS_MAX}
+            "too_many_domains", N_("Give at most {max} domains."), {"max": DOMAINS_MAX}
         )
     return domains
 
@@ -210,7 +214,7 @@ def _domain_names(value: object) -> object:
     if isinstance(value, str):
         if len(value) > DOMAINS_TEXT_MAX:
             raise PydanticCustomError(
-                "too_many_domains", "Give at most {max} domains.", {"max": DOMAINS_MAX}
+                "too_many_domains", N_("Give at most {max} domains."), {"max": DOMAINS_MAX}
             )
         pairs: list[tuple[str, str, str]] = []
         for line in value.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
@@ -239,7 +243,7 @@ def _domain_names(value: object) -> object:
         if domain is None or not name:
             raise PydanticCustomError(
                 "domain_name_line",
-                "Write each line as domain = Company, like google.com = Google (not {line}).",
+                N_("Write each line as domain = Company, like google.com = Google (not {line})."),
                 {"line": _shortened(line)},
             )
         _no_control_chars(name, newlines=False)
@@ -263,7 +267,7 @@ def _domain_names(value: object) -> object:
         names[domain] = name
     if len(names) > DOMAINS_MAX:
         raise PydanticCustomError(
-            "too_many_domains", "Give at most {max} domains.", {"max": DOMAINS_MAX}
+            "too_many_domains", N_("Give at most {max} domains."), {"max": DOMAINS_MAX}
         )
     return names
 
@@ -392,27 +396,53 @@ FORM_NAMES = {"body_markdown": "body"}
 """The form's (and the command line's) name for a model field, where they differ."""
 
 
+_CUSTOM_MESSAGES = {
+    "not_a_domain": N_("Not a domain name: {bad}. Write domains like example.org, one per line."),
+    "too_many_domains": N_("Give at most {max} domains."),
+    "domain_name_line": N_(
+        "Write each line as domain = Company, like google.com = Google (not {line})."
+    ),
+    "company_name_too_long": N_("A company name has at most {max} characters ({domain})."),
+    "free_mail_domain": N_(
+        "{domain} is a free email service: its addresses never earn a badge, so "
+        "it cannot name a company."
+    ),
+    "domain_twice": N_("{domain} is listed twice."),
+    "forbidden_and_required": N_(
+        "{domains}: forbidden (or under a forbidden domain) and required at once, "
+        "so nobody there could sign. Remove it from one of the lists."
+    ),
+}
+"""The messages of this module's own errors that carry values, by their type: shown in
+the request's language (Pydantic formats the English one into `msg`)."""
+
+
 def _message(error: Any) -> str:
     kind = error["type"]
     ctx = error.get("ctx") or {}
+    if kind in _CUSTOM_MESSAGES:
+        try:
+            return _(_CUSTOM_MESSAGES[kind]).format(**ctx)
+        except (KeyError, IndexError, ValueError):
+            return str(error.get("msg", ""))
     short = kind in ("string_too_short", "too_short") and ctx.get("min_length") == 1
     if kind in ("missing", "required") or short:
-        return "This field is required."
+        return N_("This field is required.")
     if kind == "string_too_long":
-        return f"Use at most {ctx.get('max_length')} characters."
+        return _("Use at most %(n)s characters.") % {"n": ctx.get("max_length")}
     if kind == "string_pattern_mismatch":
-        return "Use lower-case letters, digits and single dashes, like ice-out."
+        return N_("Use lower-case letters, digits and single dashes, like ice-out.")
     if kind in ("greater_than_equal", "greater_than"):
-        return f"Enter a whole number of at least {ctx.get('ge', ctx.get('gt'))}."
+        return _("Enter a whole number of at least %(n)s.") % {"n": ctx.get("ge", ctx.get("gt"))}
     if kind in ("less_than_equal", "less_than"):
-        return f"Enter a whole number of at most {ctx.get('le', ctx.get('lt'))}."
+        return _("Enter a whole number of at most %(n)s.") % {"n": ctx.get("le", ctx.get("lt"))}
     if kind in ("int_parsing", "int_from_float", "int_type"):
-        return "Enter a whole number, like 1000."
+        return N_("Enter a whole number, like 1000.")
     if kind.startswith("datetime") or kind.startswith("date"):
-        return "Enter a date and time like 2027-01-31T23:59 (UTC)."
+        return N_("Enter a date and time like 2027-01-31T23:59 (UTC).")
     if kind == "enum":
-        return "Choose one of the options."
-    return str(error.get("msg", "This value is not valid."))
+        return N_("Choose one of the options.")
+    return str(error.get("msg", N_("This value is not valid.")))
 
 
 def field_errors(exc: ValidationError) -> dict[str, str]:
@@ -432,7 +462,7 @@ def parse(model: type[ModelT], values: Mapping[str, Any]) -> ModelT:
     try:
         return model.model_validate(dict(values))
     except ValidationError as exc:
-        raise InvalidInput("Some fields are not valid.", fields=field_errors(exc)) from exc
+        raise InvalidInput(N_("Some fields are not valid."), fields=field_errors(exc)) from exc
 
 
 def parse_closes_at(value: str | None) -> datetime | None:
@@ -448,11 +478,13 @@ def organizer_email(value: str) -> str:
     """An organizer's address as typed, checked; InvalidInput(fields={"email"}) if not one."""
     value = value.strip()
     if not value:
-        raise InvalidInput("Enter an email address.", fields={"email": "This field is required."})
+        raise InvalidInput(
+            N_("Enter an email address."), fields={"email": "This field is required."}
+        )
     try:
         return validate_email(value, check_deliverability=False).normalized
     except EmailNotValidError as exc:
-        message = "Enter an email address like name@example.org."
+        message = N_("Enter an email address like name@example.org.")
         raise InvalidInput(message, fields={"email": message}) from exc
 
 
@@ -481,8 +513,26 @@ class SignerFieldsOut(BaseModel):
     comment: FieldRule
 
 
+class TranslationOut(BaseModel):
+    """The letter's title, summary and text in another language (D115)."""
+
+    language: str = Field(
+        description="The translation's language, as in `?lang=`.", examples=["es"]
+    )
+    title: str
+    summary: str
+    body_html: str
+
+
 class LetterDetailOut(LetterOut):
     body_html: str
+    language: str = Field(
+        description="The language of `title`, `summary` and `body_html`: the letter's own.",
+        examples=["en"],
+    )
+    translations: list[TranslationOut] = Field(
+        description="The same letter in other languages; its signers count in the one tally."
+    )
     addressed_to: str
     published_at: datetime | None
     signer_fields: SignerFieldsOut

@@ -20,6 +20,8 @@ from app import urls
 from app.config import Settings
 from app.db import utcnow
 from app.errors import InvalidInput, LetterNotFound
+from app.i18n import N_, format_number
+from app.i18n import gettext as _
 from app.letters.models import Letter, LetterStatus, LetterTally
 from app.letters.schemas import (
     DOMAIN_FIELDS,
@@ -49,7 +51,7 @@ from app.organizers.service import (
 )
 
 TAKEN = "A letter with this slug already exists: choose another."
-PAST = "This time has passed: choose a time in the future (UTC), or leave it empty."
+PAST = N_("This time has passed: choose a time in the future (UTC), or leave it empty.")
 
 # Raw HTML is parsed (not shown as literal tags) so that nh3 can drop what is not allowed.
 _markdown = MarkdownIt("commonmark", {"html": True, "linkify": False}).enable("table")
@@ -157,7 +159,7 @@ def create_letter(
     the data is stored as given."""
     now = now or utcnow()
     if actor is not None and data.closes_at is not None and data.closes_at <= now:
-        raise InvalidInput("The closing time has passed.", fields={"closes_at": PAST})
+        raise InvalidInput(N_("The closing time has passed."), fields={"closes_at": PAST})
     if session.scalar(select(Letter.id).where(Letter.slug == data.slug)) is not None:
         raise InvalidInput(f"A letter with the slug {data.slug!r} already exists.",
                            fields={"slug": TAKEN})  # fmt: skip
@@ -444,16 +446,16 @@ def _refusal(transition: Transition, letter: Letter, now: datetime) -> str | Non
     if transition in available_transitions(letter, now):
         return None
     if state == LetterState.DRAFT:
-        return "This letter is a draft: publish it first."
+        return N_("This letter is a draft: publish it first.")
     if transition == Transition.PUBLISH:
-        return "This letter is already published."
+        return N_("This letter is already published.")
     if transition == Transition.CLOSE and state == LetterState.ARCHIVED:
-        return "This letter is archived, and so already closed."
+        return N_("This letter is archived, and so already closed.")
     if transition == Transition.CLOSE:
-        return "This letter is already closed."
+        return N_("This letter is already closed.")
     if transition == Transition.REOPEN:
-        return "This letter is already open."
-    return "This letter is already archived."
+        return N_("This letter is already open.")
+    return N_("This letter is already archived.")
 
 
 def change_status(
@@ -485,7 +487,9 @@ def change_status(
     facts: dict[str, Any] = {}
     if transition == Transition.PUBLISH:
         if letter.closes_at is not None and letter.closes_at <= now:
-            message = "Its closing time has passed: edit the letter to set a later one (or none)."
+            message = N_(
+                "Its closing time has passed: edit the letter to set a later one (or none)."
+            )
             raise InvalidInput(message, fields={"closes_at": message})
         letter.status = LetterStatus.OPEN
         letter.published_at = letter.published_at or now
@@ -502,7 +506,7 @@ def change_status(
         elif clear_closes_at:
             letter.closes_at = None
         elif letter.closes_at is not None and letter.closes_at <= now:
-            message = "Its closing time has passed: give a new one, or reopen it without one."
+            message = N_("Its closing time has passed: give a new one, or reopen it without one.")
             raise InvalidInput(message, fields={"closes_at": message})
         letter.status = LetterStatus.OPEN
         letter.archived_at = None
@@ -564,11 +568,13 @@ def edit_letter(
     errors: dict[str, str] = {}
     count = signature_count(session, letter_id=letter.id) if "goal" in changed else 0
     if "goal" in changed and values["goal"] is not None and values["goal"] < count:
-        errors["goal"] = f"The goal cannot be below the current count ({count:,})."
+        errors["goal"] = _("The goal cannot be below the current count (%(n)s).") % {
+            "n": format_number(count)
+        }
     if "closes_at" in changed and values["closes_at"] is not None and values["closes_at"] <= now:
         errors["closes_at"] = PAST
     if errors:
-        raise InvalidInput("Some fields are not valid.", fields=errors)
+        raise InvalidInput(N_("Some fields are not valid."), fields=errors)
     if not changed:
         return Edited(changed=[], new_version=False, version=letter.version)
     for name in changed:
@@ -622,7 +628,7 @@ def _member(session: Session, *, letter_id: int, organizer_id: int) -> tuple[Org
         .where(LetterRole.letter_id == letter_id, LetterRole.organizer_id == organizer_id)
     ).first()
     if row is None:
-        raise InvalidInput("That organizer is not on this letter's team.")
+        raise InvalidInput(N_("That organizer is not on this letter's team."))
     return row[0], row[1]
 
 
@@ -641,7 +647,7 @@ def invite_to_team(
     address = organizer_email(email)
     organizer = find_organizer(session, email=address)
     if organizer is not None and role_of(session, letter_id=letter.id, organizer=organizer):
-        message = "They are on the team already: change their role below."
+        message = N_("They are on the team already: change their role below.")
         raise InvalidInput(message, fields={"email": message})
     organizer = organizer or create_organizer(session, email=address)
     grant_role(session, letter_id=letter.id, organizer=organizer, role=role)
@@ -683,7 +689,7 @@ def change_team_role(
     if old == role:
         return
     if old == Role.OWNER and owners_left(session, letter_id=letter.id, without=organizer_id) == 0:
-        raise InvalidInput("A letter keeps at least one owner: make someone else owner first.")
+        raise InvalidInput(N_("A letter keeps at least one owner: make someone else owner first."))
     grant_role(session, letter_id=letter.id, organizer=member, role=role)
     record(session, actor=actor, letter_id=letter.id, action="team.role",
            email=member.email, role=role.value, previous=old.value)  # fmt: skip

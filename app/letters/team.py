@@ -12,6 +12,7 @@ from fastapi.responses import RedirectResponse
 from starlette.responses import Response
 
 from app.errors import InvalidInput
+from app.i18n import N_
 from app.letters import service as letters
 from app.letters.models import Letter
 from app.organizers.models import Organizer, Role
@@ -61,7 +62,7 @@ def _role(value: str) -> Role:
     try:
         return Role(value)
     except ValueError:
-        message = "Choose owner, editor or viewer."
+        message = N_("Choose owner, editor or viewer.")
         raise InvalidInput(message, fields={"role": message}) from None
 
 

@@ -25,6 +25,7 @@ from sqlalchemy.sql.elements import Label
 
 from app.config import Settings
 from app.db import utcnow
+from app.i18n import current_locale, use_locale
 from app.mail.models import OutboxEmail, OutboxStatus
 from app.templating import render_blocks
 
@@ -72,6 +73,7 @@ def enqueue(
     headers: dict[str, str] | None = None,
     priority: Priority = Priority.WAITING,
     fairness_key: str | None = None,
+    locale: str | None = None,
 ) -> OutboxEmail:
     """Render `templates/emails/{kind}.jinja` (blocks subject, text, html) into the
     outbox, in the caller's transaction. The worker delivers it after commit.
@@ -81,13 +83,17 @@ def enqueue(
     emails for one key never hold up the others'.
 
     `headers`: more header fields, such as `List-Unsubscribe`; each value one line of
-    ASCII (they are sent as written, never re-encoded: see `backends.build_message`)."""
+    ASCII (they are sent as written, never re-encoded: see `backends.build_message`).
+
+    `locale`: the language to write it in (a signer's `locale`, kept from the request
+    they signed in); by default the current one (the request asking for it)."""
     for name, value in (headers or {}).items():
         if not (_HEADER_NAME.fullmatch(name) and value.isascii() and value.isprintable()):
             raise ValueError(f"not a header field this outbox can send as written: {name!r}")
         if len(name) + 2 + len(value) > MAX_HEADER_LINE:
             raise ValueError(f"header field {name!r} is too long")
-    parts = render_blocks(f"emails/{kind}.jinja", context)
+    with use_locale(locale or current_locale()):
+        parts = render_blocks(f"emails/{kind}.jinja", context)
     email = OutboxEmail(
         kind=kind,
         to_address=to,

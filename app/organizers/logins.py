@@ -27,6 +27,7 @@ from app import tokens, urls
 from app.config import Settings
 from app.db import utcnow
 from app.errors import InvalidToken
+from app.i18n import N_, current_locale
 from app.mail.service import enqueue
 from app.organizers.models import LoginLink, LoginState, Organizer
 from app.organizers.service import Actor, canonical_email, create_organizer, record
@@ -55,6 +56,7 @@ def request_login_link(session: Session, *, email: str, now: datetime | None = N
             id=secrets.token_urlsafe(24),  # 32 characters, 192 random bits
             state=LoginState.WAITING,
             email=canonical_email(email),
+            locale=current_locale(),
             created_at=now,
             expires_at=now + LINK_LIFETIME,
         )
@@ -160,6 +162,7 @@ def send_login_links(
             settings=settings,
             kind="organizer_login",
             to=organizer.email,
+            locale=row.locale,
             context={
                 "login_url": login_url(settings, row.id),
                 "minutes": LINK_MAX_AGE_SECONDS // 60,
@@ -197,11 +200,11 @@ def _link_id(settings: Settings, token: str) -> str:
 def _problem(link: LoginLink | None, now: datetime) -> InvalidToken | None:
     """Why a correctly signed link cannot sign anyone in, or None if it can."""
     if link is None or link.state != LoginState.SENT or link.organizer_id is None:
-        return InvalidToken("This sign-in link does not work.")
+        return InvalidToken(N_("This sign-in link does not work."))
     if link.used_at is not None:
-        return InvalidToken("This sign-in link has already been used.", reason="used")
+        return InvalidToken(N_("This sign-in link has already been used."), reason="used")
     if link.expires_at <= now:
-        return InvalidToken("This sign-in link has expired.", reason="expired")
+        return InvalidToken(N_("This sign-in link has expired."), reason="expired")
     return None
 
 
@@ -240,7 +243,7 @@ def use_login_link(
     claimed = int(result.rowcount or 0)  # type: ignore[attr-defined]
     link = session.get(LoginLink, link_id, populate_existing=True)
     if claimed != 1 or link is None or link.organizer_id is None:
-        raise _problem(link, now) or InvalidToken("This sign-in link does not work.")
+        raise _problem(link, now) or InvalidToken(N_("This sign-in link does not work."))
     # The row goes with its organizer (ON DELETE CASCADE): the organizer is there.
     return session.get_one(Organizer, link.organizer_id)
 

@@ -73,6 +73,12 @@ class LoginLink(Base):
         str_enum(LoginState, "login_state"), default=LoginState.WAITING
     )
     email: Mapped[str | None] = mapped_column(String(254), doc="Until the worker looks.")
+    locale: Mapped[str] = mapped_column(
+        String(8),
+        default="en",
+        server_default="en",
+        doc="The language of the request that asked: the email is written in it.",
+    )
     organizer_id: Mapped[int | None] = mapped_column(
         ForeignKey("organizers.id", ondelete="CASCADE")
     )

@@ -9,24 +9,26 @@ from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
+from app.i18n import N_
+
 
 def _trimmed(value: object) -> object:
     if not isinstance(value, str):
         return value
     value = unicodedata.normalize("NFC", value).strip()
     if any(unicodedata.category(char) in {"Cc", "Cf", "Cs", "Co", "Cn"} for char in value):
-        raise PydanticCustomError("control_chars", "Remove invisible or control characters.")
+        raise PydanticCustomError("control_chars", N_("Remove invisible or control characters."))
     return value
 
 
 def _valid_email(value: str) -> str:
     if not value:
-        raise PydanticCustomError("required", "This field is required.")
+        raise PydanticCustomError("required", N_("This field is required."))
     try:
         result = validate_email(value, check_deliverability=False)
     except EmailNotValidError as exc:
         raise PydanticCustomError(
-            "invalid_email", "Enter an email address like name@example.org."
+            "invalid_email", N_("Enter an email address like name@example.org.")
         ) from exc
     return result.normalized.lower()
 

@@ -26,6 +26,7 @@ from app import tokens, urls
 from app.config import Settings
 from app.db import upsert, utcnow
 from app.errors import Forbidden, InvalidInput, LetterNotFound, NotFound, NotSignedIn
+from app.i18n import N_
 from app.mail.service import enqueue
 from app.organizers.models import AuditEvent, LetterRole, Organizer, OrganizerSession, Role
 
@@ -80,7 +81,7 @@ def create_organizer(session: Session, *, email: str, is_admin: bool = False) ->
 def require_admin(organizer: Organizer) -> None:
     """Admins run the site: they list organizers, invite them, make admins."""
     if not organizer.is_admin:
-        raise Forbidden("Only admins can manage organizers.")
+        raise Forbidden(N_("Only admins can manage organizers."))
 
 
 def list_organizers(session: Session) -> Sequence[Organizer]:
@@ -96,8 +97,8 @@ def invite_organizer(
     address that already has an account is refused (InvalidInput on `email`)."""
     if find_organizer(session, email=email) is not None:
         raise InvalidInput(
-            "This address already has an organizer account.",
-            fields={"email": "This address already has an organizer account."},
+            N_("This address already has an organizer account."),
+            fields={"email": N_("This address already has an organizer account.")},
         )
     organizer = create_organizer(session, email=email)
     enqueue(
@@ -123,9 +124,9 @@ def set_admin(session: Session, *, organizer_id: int, is_admin: bool, actor: Act
     own admin flag (so the site always keeps the admin who is acting)."""
     organizer = session.get(Organizer, organizer_id)
     if organizer is None:
-        raise NotFound("There is no such organizer.")
+        raise NotFound(N_("There is no such organizer."))
     if not is_admin and actor.organizer_id == organizer.id:
-        raise InvalidInput("You cannot remove your own admin role: ask another admin.")
+        raise InvalidInput(N_("You cannot remove your own admin role: ask another admin."))
     if organizer.is_admin != is_admin:
         organizer.is_admin = is_admin
         session.flush()
@@ -290,7 +291,7 @@ def remove_role(session: Session, *, letter_id: int, organizer_id: int) -> None:
         )
     )
     if role is None:
-        raise InvalidInput("That organizer is not on this letter's team.")
+        raise InvalidInput(N_("That organizer is not on this letter's team."))
     if role == Role.OWNER and owners_left(session, letter_id=letter_id, without=organizer_id) == 0:
         raise InvalidInput("A letter keeps at least one owner: make someone else owner first.")
     session.execute(

@@ -13,7 +13,7 @@ from app.abuse.web import require_proof
 from app.errors import InvalidInput
 from app.letters import service as letters
 from app.letters.api import LetterSlug
-from app.signatures import breakdown
+from app.signatures import breakdown, timeline
 from app.signatures import service as signatures
 from app.signatures.breakdown import Breakdown
 from app.signatures.schemas import (
@@ -21,6 +21,7 @@ from app.signatures.schemas import (
     SignatureAccepted,
     SignatureIn,
     SignaturePage,
+    Timeline,
     VerifyIn,
     VerifyOut,
 )
@@ -110,6 +111,26 @@ def letter_breakdown(
     signatures.require_public_list(found.letter)
     public(response, settings)
     return breakdown.letter_breakdown(session, letter=found.letter)
+
+
+@router.get(
+    "/letters/{slug}/timeline",
+    responses=error_responses(
+        404,
+        descriptions={404: "There is no published letter at this address (`letter_not_found`)."},
+    )
+    | NOT_MODIFIED,
+)
+def letter_timeline(
+    response: Response, settings: AppSettings, slug: LetterSlug, session: PublicReadSession
+) -> Timeline:
+    """Verified signatures over time: how many were confirmed each day (UTC), and the
+    running total, whose last value is the tally. Public like the tally, even when the
+    organizers do not publish the list of signers. Long letters are counted by the week,
+    then by the month (`interval`)."""
+    found = letters.get_public_letter(session, slug=slug)
+    public(response, settings)
+    return timeline.letter_timeline(session, letter=found.letter, count=found.signature_count)
 
 
 @router.post(

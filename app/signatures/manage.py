@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 from app import tokens, urls
 from app.config import Settings
 from app.errors import InvalidInput, InvalidToken
+from app.i18n import N_
 from app.letters.badges import earns_badge
 from app.letters.models import NAME_THRESHOLDS, Letter
 from app.letters.service import add_to_tally
@@ -81,7 +82,7 @@ class NotConfirmed(InvalidToken):
 
     def __init__(self) -> None:
         super().__init__(
-            "This link belongs to a signature that was never confirmed.", reason="not_confirmed"
+            N_("This link belongs to a signature that was never confirmed."), reason="not_confirmed"
         )
 
 
@@ -213,14 +214,18 @@ def change_display(
     read_signature(session, token=token, settings=settings)  # NotConfirmed / gone first
     signature = _locked(session, _public_id(token, settings))
     if signature.status != SignatureStatus.VERIFIED:
-        raise _refuse("status", "This signature is no longer counted: there is nothing to change.")
+        raise _refuse(
+            "status", N_("This signature is no longer counted: there is nothing to change.")
+        )
     values: dict[str, Any] = {}
     was_anonymous = signature.display == SignatureDisplay.ANONYMOUS
     if was_anonymous and not anonymous:
         raise _refuse(
             "display",
-            "An anonymous signature keeps no name, so it cannot be shown by name again. "
-            "To appear by name, withdraw it and sign again.",
+            N_(
+                "An anonymous signature keeps no name, so it cannot be shown by name again. "
+                "To appear by name, withdraw it and sign again."
+            ),
         )
     if anonymous and not was_anonymous:
         values.update(ANONYMOUS_IDENTITY, display=SignatureDisplay.ANONYMOUS)
@@ -235,7 +240,7 @@ def change_display(
     if not show_domain and anonymous:
         values["email_domain"] = ""  # an anonymous signature keeps a domain only to show it
     if name_threshold is not None and name_threshold not in NAME_THRESHOLDS:
-        raise _refuse("name_threshold", "Choose one of the offered numbers.")
+        raise _refuse("name_threshold", N_("Choose one of the offered numbers."))
     threshold = name_threshold if show_domain and not anonymous else None
     if threshold != signature.name_threshold:
         values["name_threshold"] = threshold

@@ -32,6 +32,8 @@ from sqlalchemy.orm import Session
 
 from app.db import utcnow
 from app.errors import InvalidInput, NotFound
+from app.i18n import N_
+from app.i18n import gettext as _
 from app.letters.models import Letter, LetterTally
 from app.letters.service import add_to_tally
 from app.organizers.service import Actor, record
@@ -51,7 +53,7 @@ MAX_POSITION = 2**31 - 1
 
 _DOMAIN = re.compile(r"^[^\s@/\\]+\.[^\s@/\\]+$")
 _MOMENT = re.compile(r"^(\d{4}-\d{2}-\d{2})(?:[ T](\d{2}:\d{2})(:\d{2})?)?$")
-DATE_HELP = "Enter a date as YYYY-MM-DD, or a date and time as YYYY-MM-DD HH:MM (UTC)."
+DATE_HELP = N_("Enter a date as YYYY-MM-DD, or a date and time as YYYY-MM-DD HH:MM (UTC).")
 
 
 class StatusFilter(StrEnum):
@@ -230,7 +232,7 @@ def parse_filter(
     ):
         clean = _clean_text(value)
         if clean is None:
-            errors[key] = "Remove invisible or control characters."
+            errors[key] = N_("Remove invisible or control characters.")
         cleaned[key] = clean or ""
 
     state = StatusFilter.ALL
@@ -238,17 +240,17 @@ def parse_filter(
         try:
             state = StatusFilter(cleaned["status"])
         except ValueError:
-            errors["status"] = "Choose one of the options."
+            errors["status"] = N_("Choose one of the options.")
 
     domain = cleaned["domain"].lower().removeprefix("@")
     if domain and (len(domain) > MAX_DOMAIN or not _DOMAIN.match(domain)):
-        errors["domain"] = "Enter a domain like example.org (the part after the @)."
+        errors["domain"] = N_("Enter a domain like example.org (the part after the @).")
 
     for key in ("organization", "name"):
         if 0 < len(cleaned[key]) < MIN_TEXT:
-            errors[key] = f"Use at least {MIN_TEXT} characters."
+            errors[key] = _("Use at least %(n)s characters.") % {"n": MIN_TEXT}
         elif len(cleaned[key]) > MAX_TEXT:
-            errors[key] = f"Use at most {MAX_TEXT} characters."
+            errors[key] = _("Use at most %(n)s characters.") % {"n": MAX_TEXT}
 
     since = until = None
     if cleaned["from"]:
@@ -260,10 +262,10 @@ def parse_filter(
         if until is None:
             errors.setdefault("to", DATE_HELP)
     if since is not None and until is not None and until <= since:
-        errors["to"] = "The end of the time window is before its start."
+        errors["to"] = N_("The end of the time window is before its start.")
 
     if errors:
-        raise InvalidInput("Some of the filter is not valid.", fields=errors)
+        raise InvalidInput(N_("Some of the filter is not valid."), fields=errors)
     return SignatureFilter(
         status=state,
         domain=domain,
@@ -421,13 +423,13 @@ def _change(session: Session, letter_id: int, position: int, where: Any, values:
     """One guarded UPDATE of the signature at `position`: whether it changed a row.
     NotFound when there is no signature there at all."""
     if not 0 < position <= MAX_POSITION:
-        raise NotFound("There is no signature at this position.")
+        raise NotFound(N_("There is no signature at this position."))
     statement = update(Signature).where(*_one(letter_id, position), *where).values(**values)
     if _changed(session, statement):
         return True
     exists = session.scalar(select(Signature.id).where(*_one(letter_id, position)))
     if exists is None:
-        raise NotFound("There is no signature at this position.")
+        raise NotFound(N_("There is no signature at this position."))
     return False
 
 
@@ -509,7 +511,7 @@ def set_comment_approved(
             )
         )
         if agreed is None:
-            private = (
+            private = N_(
                 "This signer did not agree that their comment may be shown, so it stays private."
             )
             raise InvalidInput(private, fields={"comment": private})
@@ -538,7 +540,7 @@ def set_organizer_confirmed(
             select(Signature.organizer_confirmed).where(*_one(letter_id, position))
         )
         if not already:
-            refused = "Only a counted signature shown with its name can be confirmed."
+            refused = N_("Only a counted signature shown with its name can be confirmed.")
             raise InvalidInput(refused, fields={"confirmed": refused})
     return changed
 
@@ -554,7 +556,7 @@ def parse_as_of(value: str, *, now: datetime | None = None) -> datetime:
     except ValueError:
         moment = None
     if moment is None or moment.tzinfo is None:
-        again = "The preview is not valid: preview the filter again."
+        again = N_("The preview is not valid: preview the filter again.")
         raise InvalidInput(again, fields={"as_of": again})
     return min(moment.astimezone(UTC), now)
 
@@ -566,8 +568,8 @@ def _bulk_where(
     confirmed before the preview. Used by the preview's COUNT and by the UPDATE."""
     if not found.narrows:
         raise InvalidInput(
-            "Choose an email domain, an organization or a time window.",
-            fields={"filter": "Choose an email domain, an organization or a time window."},
+            N_("Choose an email domain, an organization or a time window."),
+            fields={"filter": N_("Choose an email domain, an organization or a time window.")},
         )
     counted = SignatureFilter(
         status=StatusFilter.ALL,
@@ -618,7 +620,7 @@ def apply_bulk(
     were not shown."""
     where = _bulk_where(session, letter_id, found, as_of)
     if expected < 0:
-        again = "The preview is not valid: preview the filter again."
+        again = N_("The preview is not valid: preview the filter again.")
         raise InvalidInput(again, fields={"preview": again})
     with session.begin_nested():
         removed = _changed(

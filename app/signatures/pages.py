@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from urllib.parse import quote, unquote
 
 from fastapi import APIRouter, Depends, Form, Query, Request
-from fastapi.responses import RedirectResponse
+from fastapi.responses import RedirectResponse, StreamingResponse
 from pydantic import ValidationError
 from starlette.responses import Response
 
@@ -17,18 +17,27 @@ from app.abuse import web as proof_gate
 from app.abuse.proof import MAX_PAYLOAD_CHARS
 from app.db import utcnow
 from app.errors import CSRFError, InvalidInput
+from app.letters import accent, images, translations
 from app.letters import service as letters
 from app.letters.models import Letter
 from app.letters.versions import edit_notice
+from app.signatures import charts, public_csv
 from app.signatures import service as signatures
 from app.signatures.addresses import masked
 from app.signatures.breakdown import letter_breakdown
 from app.signatures.moderation import public_comments
 from app.signatures.schemas import SEARCH_PATTERN, SignatureIn
+from app.signatures.timeline import letter_timeline
 from app.web import ratelimit
 from app.web.cache import public
 from app.web.client import client_of
-from app.web.deps import AppSettings, PublicReadSession, ReadSession, WriteSession
+from app.web.deps import (
+    AppSettings,
+    PublicReadSession,
+    ReadSession,
+    WriteSession,
+    public_database,
+)
 from app.web.rendering import render
 from app.web.security import check_csrf, sent_by_browser_metadata
 
@@ -108,6 +117,8 @@ def _letter_page(
     if form is not None and errors:
         # A refused form: the letter's own rules too, so every problem shows at once.
         errors = _in_form_order({**_rule_errors(letter, form), **errors})
+    breakdown = letter_breakdown(session, letter=letter) if letter.show_signers else None
+    timeline = letter_timeline(session, letter=letter, count=found.signature_count)
     recent = (
         signatures.recent_public_signers(session, letter_id=letter.id)
         if letter.show_signers
@@ -130,13 +141,20 @@ def _letter_page(
             "share_url": urls.letter_url(request.app.state.settings.base_url, found.letter.slug),
             "edit_notice": edit_notice(session, letter=letter),
             "comments": public_comments(session, letter_id=letter.id),
-            "breakdown": letter_breakdown(session, letter=letter) if letter.show_signers else None,
+            "breakdown": breakdown,
+            "timeline": timeline,
+            "charts": charts.letter_charts(timeline, breakdown),
             "honeypot_field": HONEYPOT_FIELD,
             "rendered_field": RENDERED_FIELD,
             "form_rendered": rendered,
             "proof_of_work": proof_gate.asked_for(
                 request, request.app.state.settings, found.letter.slug
             ),
+            # What this reader reads: the text in their language, the header image, the
+            # accent colour's stylesheet (app/letters/looks.py).
+            "text": translations.localized(session, letter=letter),
+            "header_image": images.header_of(session, letter_id=letter.id),
+            "theme_css": accent.theme_path(letter.accent_color) if letter.accent_color else None,
         },
         status_code=status_code,
     )
@@ -267,6 +285,7 @@ def check_email(
         "signatures/check_email.html",
         {
             "letter": found.letter,
+            "text": translations.localized(session, letter=found.letter),
             "max_age_days": settings.verify_max_age_days,
             "sent_to": sent_to,
             "email_cap": settings.email_cap[0],
@@ -287,7 +306,11 @@ def signer_list(
 ) -> Response:
     found = letters.get_public_letter(session, slug=slug)
     if not found.letter.show_signers:  # the tally only, as on the letter page
-        context = {"letter": found.letter, "count": found.signature_count}
+        context = {
+            "letter": found.letter,
+            "count": found.signature_count,
+            "text": translations.localized(session, letter=found.letter),
+        }
         return public(render(request, "signatures/signers_not_public.html", context), settings)
     position = signatures.decode_cursor(settings, after) if after else None
     query, search_error = q.strip(), None
@@ -307,6 +330,7 @@ def signer_list(
         {
             "letter": found.letter,
             "count": found.signature_count,
+            "text": translations.localized(session, letter=found.letter),
             "signers": page,
             "q": query,
             "search_error": search_error,
@@ -316,6 +340,23 @@ def signer_list(
         status_code=422 if search_error else 200,
     )
     return response if search_error else public(response, settings)
+
+
+@router.get("/letters/{slug}/signers.csv", dependencies=[Depends(ratelimit.limit_api)])
+def signers_csv(request: Request, session: PublicReadSession, slug: str) -> Response:
+    """The public signer list as CSV (app/signatures/public_csv.py), streamed in short
+    read sessions of its own after this request's has ended. Not cached: each download
+    reads the list as it is. 404 when the organizers do not publish the list."""
+    found = letters.get_public_letter(session, slug=slug)
+    signatures.require_public_list(found.letter)
+    return StreamingResponse(
+        public_csv.csv_lines(public_database(request), letter_id=found.letter.id),
+        media_type="text/csv; charset=utf-8",
+        headers={
+            "content-disposition": f'attachment; filename="{found.letter.slug}-signers.csv"',
+            "cache-control": "no-store",
+        },
+    )
 
 
 @router.get("/verify/{token}")
@@ -328,6 +369,7 @@ def verify_page(
         "signatures/verify.html",
         {
             "letter": found.letter,
+            "text": translations.localized(session, letter=found.letter),
             "pending": found.pending,
             "already": found.already,
             "token": token,

@@ -11,6 +11,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from pydantic_core import PydanticCustomError
 
 from app.abuse.proof import MAX_PAYLOAD_CHARS
+from app.i18n import N_
 from app.letters.models import NAME_THRESHOLDS
 from app.signatures.models import SignatureDisplay
 
@@ -25,7 +26,9 @@ def _single_line(value: object) -> object:
     value = unicodedata.normalize("NFC", value).strip()
     for char in value:
         if unicodedata.category(char) in {"Cc", "Cs", "Co", "Cn"} or char in _BIDI_CONTROLS:
-            raise PydanticCustomError("control_chars", "Remove invisible or control characters.")
+            raise PydanticCustomError(
+                "control_chars", N_("Remove invisible or control characters.")
+            )
     return value
 
 
@@ -43,24 +46,26 @@ def _multi_line(value: object) -> object:
         if char in _TEXT_WHITESPACE:
             continue
         if unicodedata.category(char) in {"Cc", "Cs", "Co", "Cn"} or char in _BIDI_CONTROLS:
-            raise PydanticCustomError("control_chars", "Remove invisible or control characters.")
+            raise PydanticCustomError(
+                "control_chars", N_("Remove invisible or control characters.")
+            )
     return value
 
 
 def _required(value: str) -> str:
     if not value:
-        raise PydanticCustomError("required", "This field is required.")
+        raise PydanticCustomError("required", N_("This field is required."))
     return value
 
 
 def _valid_email(value: str) -> str:
     if not value:
-        raise PydanticCustomError("required", "This field is required.")
+        raise PydanticCustomError("required", N_("This field is required."))
     try:
         result = validate_email(value, check_deliverability=False)
     except EmailNotValidError as exc:
         raise PydanticCustomError(
-            "invalid_email", "Enter an email address like name@example.org."
+            "invalid_email", N_("Enter an email address like name@example.org.")
         ) from exc
     return result.normalized
 
@@ -237,3 +242,24 @@ class VerifyIn(BaseModel):
 
 class VerifyOut(BaseModel):
     status: Literal["verified"] = "verified"
+
+
+class TimelinePoint(BaseModel):
+    start: date = Field(description="The period's first day (UTC).")
+    count: int = Field(description="Signatures confirmed in the period.")
+    total: int = Field(description="Signatures counted from the first one to the period's end.")
+
+
+class Timeline(BaseModel):
+    """A letter's counted signatures over time, by the day (UTC) each was confirmed."""
+
+    interval: Literal["day", "week", "month"] = Field(
+        description="The length of each period: `day` while the letter's signatures span "
+        "at most 180 days, then `week` (starting on Monday), then `month`."
+    )
+    points: list[TimelinePoint] = Field(
+        description="Every period from the first signature's to today's (or the closing "
+        "day's), oldest first; periods without a signature have `count` 0. Empty when "
+        "nobody has signed yet."
+    )
+    total: int = Field(description="Every counted signature: the letter's tally.")

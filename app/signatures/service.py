@@ -57,8 +57,17 @@ from app.errors import (
     LetterNotOpen,
     NotFound,
 )
+from app.i18n import DEFAULT_LOCALE, N_, current_locale
+from app.i18n import gettext as _
 from app.letters.badges import is_free_mail
-from app.letters.models import SIGNER_FIELDS, FieldRule, Letter, LetterTally, SignerKind
+from app.letters.models import (
+    SIGNER_FIELDS,
+    FieldRule,
+    Letter,
+    LetterTally,
+    LetterTranslation,
+    SignerKind,
+)
 from app.letters.service import (
     count_new_signature,
     get_letter_for_signing,
@@ -93,7 +102,7 @@ ANONYMOUS_NOT_ALLOWED = "not allowed"
 """`InvalidInput.fields["display"]`: the letter does not accept anonymous signatures."""
 IDENTITY_FIELDS = ("title", "organization", "city")
 """The signer fields an anonymous signature does not keep (the comment it keeps)."""
-THRESHOLD_NEEDS_BADGE = (
+THRESHOLD_NEEDS_BADGE = N_(
     "Choose this only with the verified badge: the count is of signers from your company."
 )
 """`InvalidInput.fields["name_threshold"]`: a name threshold without `show_domain`."""
@@ -101,10 +110,10 @@ THRESHOLD_NEEDS_BADGE = (
 
 def free_mail_badge(domain: str) -> str:
     """`InvalidInput.fields["show_domain"]`: the badge asked for with a free-mail address."""
-    return (
-        f"Addresses at {domain} are personal addresses and never earn a badge: sign with "
+    return _(
+        "Addresses at %(domain)s are personal addresses and never earn a badge: sign with "
         "your work address to show it, or untick this box."
-    )
+    ) % {"domain": domain}
 
 
 class SignersNotPublic(NotFound):
@@ -112,7 +121,7 @@ class SignersNotPublic(NotFound):
     public). (Could move to app/errors.py with the other domain errors.)"""
 
     code = "signers_not_public"
-    default_detail = "The organizers of this letter do not publish the list of signers."
+    default_detail = N_("The organizers of this letter do not publish the list of signers.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,16 +177,16 @@ def badge_errors(values: Mapping[str, Any]) -> dict[str, str]:
 
 def _refuse(errors: dict[str, str]) -> InvalidInput:
     if set(errors) == {"display"}:
-        detail = "This letter does not accept anonymous signatures: sign with your name."
+        detail = N_("This letter does not accept anonymous signatures: sign with your name.")
     elif ANONYMOUS_NOT_ALLOWED in errors.values():
         detail = "This letter does not accept anonymous signatures, and some required "
         detail += "fields are empty."
     elif REQUIRED not in errors.values():  # the badge choices only
         detail = " ".join(dict.fromkeys(errors.values()))
     elif set(errors) & _BADGE_FIELDS:
-        detail = "Fill in the fields this letter requires, and check the badge choices."
+        detail = N_("Fill in the fields this letter requires, and check the badge choices.")
     else:
-        detail = "Fill in the fields this letter requires."
+        detail = N_("Fill in the fields this letter requires.")
     return InvalidInput(detail, fields=errors)
 
 
@@ -259,6 +268,7 @@ def sign_letter(
             due_at=now,
             expires_at=now + timedelta(seconds=settings.verify_max_age_seconds),
             source_hash=source_hash,
+            locale=current_locale(),  # the language of its emails, and then of updates
         )
     )
     session.flush()
@@ -294,6 +304,7 @@ def notify_pending(
             select(Letter).where(Letter.id.in_({row.letter_id for row in rows}))
         )
     }
+    titles = _translated_titles(session, rows)
     # Addresses another worker is deciding for wait for the next pass; for the rest,
     # what they already have (a signature, emails in the window) in two queries.
     mine = _claim_addresses(session, list(dict.fromkeys(_address(row) for row in rows)))
@@ -342,7 +353,8 @@ def notify_pending(
         else:
             already = status == SignatureStatus.VERIFIED
             manage_id = manage_ids.get(address) if already else row.public_id
-            _send(session, row, letter, settings, already=already, manage_id=manage_id)
+            title = titles.get((letter.id, row.locale), letter.title)
+            _send(session, row, letter, settings, already=already, manage_id=manage_id, title=title)
             row.notified_at = now
             # The link is good for VERIFY_MAX_AGE_DAYS from now; so is this row.
             row.expires_at = now + timedelta(seconds=settings.verify_max_age_seconds)
@@ -430,6 +442,23 @@ def _newer_waiting(session: Session, row: PendingSignature) -> bool:
     )
 
 
+def _translated_titles(
+    session: Session, rows: Sequence[PendingSignature]
+) -> dict[tuple[int, str], str]:
+    """The letter titles these submissions' signers read, where a translation in their
+    language exists: (letter id, locale) -> title, in one query (none when every
+    signer used the letter's own language)."""
+    wanted = {(row.letter_id, row.locale) for row in rows if row.locale != DEFAULT_LOCALE}
+    if not wanted:
+        return {}
+    found = session.execute(
+        select(
+            LetterTranslation.letter_id, LetterTranslation.locale, LetterTranslation.title
+        ).where(LetterTranslation.letter_id.in_({letter_id for letter_id, _ in wanted}))
+    )
+    return {(letter_id, locale): title for letter_id, locale, title in found}
+
+
 def _send(
     session: Session,
     row: PendingSignature,
@@ -438,12 +467,15 @@ def _send(
     *,
     already: bool,
     manage_id: str | None = None,
+    title: str | None = None,
 ) -> None:
     """`manage_id`: the public id whose manage link the email carries (this
-    submission's for a confirmation link, the existing signature's for a note)."""
+    submission's for a confirmation link, the existing signature's for a note).
+    `title`: the letter's title in the signer's language (its own by default)."""
     assert row.email is not None, "a waiting submission keeps its address"
     context: dict[str, Any] = {
         "letter": letter,
+        "title": title or letter.title,
         "letter_url": urls.letter_url(settings.base_url, letter.slug),
         "manage_url": manage_url(settings, manage_id) if manage_id else None,
     }
@@ -460,6 +492,7 @@ def _send(
         # The outbox serves the submitting network's emails in turn with everyone
         # else's: an honest signer at a flood's domain is not queued behind it.
         fairness_key=row.source_hash or None,
+        locale=row.locale,
     )
     if already:
         _forget(row, state=PendingState.SENT)
@@ -496,7 +529,7 @@ def _public_id_from(token: str, settings: Settings) -> str:
 
 def _gone() -> InvalidToken:
     return InvalidToken(
-        "This link no longer points at a signature. Sign the letter again.", reason="gone"
+        N_("This link no longer points at a signature. Sign the letter again."), reason="gone"
     )
 
 
@@ -617,6 +650,7 @@ _CONFIRMED_COLUMNS = (
     "verified_at",
     "position",
     "public_id",
+    "locale",
 )
 """What a confirmation writes into a signature row (`verify_signature`'s values)."""
 
@@ -706,6 +740,7 @@ def verify_signature(session: Session, *, token: str, settings: Settings) -> Ver
         "version": pending.version,
         "verified_at": now,
         "position": None,
+        "locale": pending.locale,
     }
     letter_id, hashed = pending.letter_id, pending.email_hash
     # The submission's own random id: the manage link in the email that carried this
@@ -755,9 +790,11 @@ def decode_cursor(settings: Settings, cursor: str) -> int:
     try:
         position = tokens.read(settings.secret, tokens.Purpose.LIST_CURSOR, cursor)
     except InvalidToken as exc:
-        raise InvalidInput("The cursor is not valid.", fields={"cursor": "not a cursor"}) from exc
+        raise InvalidInput(
+            N_("The cursor is not valid."), fields={"cursor": "not a cursor"}
+        ) from exc
     if not isinstance(position, int) or not 0 < position <= MAX_POSITION:
-        raise InvalidInput("The cursor is not valid.", fields={"cursor": "not a cursor"})
+        raise InvalidInput(N_("The cursor is not valid."), fields={"cursor": "not a cursor"})
     return position
 
 
@@ -813,7 +850,7 @@ def check_search(query: str) -> str:
     query = query.strip()
     if 0 < len(query) < MIN_SEARCH_LENGTH:
         raise InvalidInput(
-            f"Search with at least {MIN_SEARCH_LENGTH} characters.",
+            _("Search with at least %(n)s characters.") % {"n": MIN_SEARCH_LENGTH},
             fields={"q": f"at least {MIN_SEARCH_LENGTH} characters"},
         )
     return query

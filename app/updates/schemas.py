@@ -7,6 +7,7 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
+from app.i18n import N_
 from app.signatures.schemas import Line, MultiLine
 
 SUBJECT_MAX_LENGTH = 200
@@ -15,7 +16,7 @@ BODY_MAX_LENGTH = 20_000
 
 def _required(value: str) -> str:
     if not value:
-        raise PydanticCustomError("required", "This field is required.")
+        raise PydanticCustomError("required", N_("This field is required."))
     return value
 
 

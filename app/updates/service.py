@@ -34,6 +34,7 @@ from app import tokens, urls
 from app.config import Settings
 from app.db import utcnow
 from app.errors import InvalidToken
+from app.i18n import N_
 from app.letters.models import Letter
 from app.letters.service import render_markdown
 from app.mail.service import Priority, enqueue
@@ -180,7 +181,13 @@ def _queue_batch(
 ) -> int:
     letter = session.get_one(Letter, letter_update.letter_id)
     rows = session.execute(
-        select(Signature.id, Signature.position, Signature.email, Signature.public_id)
+        select(
+            Signature.id,
+            Signature.position,
+            Signature.email,
+            Signature.public_id,
+            Signature.locale,
+        )
         .where(
             _recipients(letter.id),
             Signature.position > letter_update.next_position,
@@ -192,7 +199,7 @@ def _queue_batch(
     last_batch = len(rows) <= batch_size
     rows = rows[:batch_size]
     context = _email_context(letter, letter_update, settings=settings)
-    for signature_id, position, email, public_id in rows:
+    for signature_id, position, email, public_id, locale in rows:
         assert email is not None and position is not None  # selected for them
         link = unsubscribe_url(settings, public_id or _give_public_id(session, signature_id))
         enqueue(
@@ -203,6 +210,7 @@ def _queue_batch(
             context={**context, "unsubscribe_url": link},
             headers={"List-Unsubscribe": f"<{link}>", "List-Unsubscribe-Post": ONE_CLICK},
             priority=Priority.BULK,  # after anyone's link or sign-in
+            locale=locale,  # each signer's own language
         )
         letter_update.next_position = position  # the cursor, written with these emails
     letter_update.recipients += len(rows)
@@ -272,7 +280,7 @@ def read_unsubscribe(session: Session, *, token: str, settings: Settings) -> Uns
         .where(Signature.public_id == public_id)
     ).first()
     if row is None:
-        raise InvalidToken("This link no longer works.", reason="gone")
+        raise InvalidToken(N_("This link no longer works."), reason="gone")
     title, slug, contact_ok, email = row
     return Unsubscription(title, slug, already=not contact_ok and email is None)
 

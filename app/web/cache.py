@@ -19,8 +19,10 @@ What keeps a cached answer from ever holding anything personal:
 - a request carrying one of `bypass_cookies` (the signed-in organizer's session, the
   one-time "thank you" after confirming) is never answered from the cache: those
   visitors see the page as it is now;
-- the key is the path, the query and whether the client takes gzip; nothing else of
-  the request is read.
+- the key is the path, the query, whether the client takes gzip and the request's
+  language (resolved by app/web/locale.py, outside this middleware, from `?lang=`, the
+  `lang` cookie and `Accept-Language`); nothing else of the request is read. Public
+  answers say `Vary: Accept-Encoding, Accept-Language`.
 
 N = 0 turns the in-process cache off and sends `Cache-Control: public, no-cache` (revalidate
 with the ETag every time); the tests run so, except those of this module.
@@ -42,6 +44,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.config import Settings
+from app.i18n import current_locale
 
 MAX_ENTRIES = 512
 """Entries kept per process in each of two pools, the least recently used dropped
@@ -53,8 +56,8 @@ MAX_BODY_BYTES = 512 * 1024
 PUBLIC_MARK = "public"
 _S_MAXAGE = re.compile(r"s-maxage=(\d+)")
 R = TypeVar("R", bound=Response)
-Key = tuple[str, bytes, bool]
-"""(path, query string, whether the client takes gzip)."""
+Key = tuple[str, bytes, bool, str]
+"""(path, query string, whether the client takes gzip, the request's language)."""
 NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
     304: {"description": "Not modified: the `ETag` sent in `If-None-Match` is current."}
 }
@@ -74,7 +77,7 @@ def public(response: R, settings: Settings, *, ignoring: str = "") -> R:
     the page says (the sign form's render time); the ETag is then a weak one, of the
     body without it, so two renderings of an unchanged page still match."""
     response.headers["cache-control"] = cache_control(settings.public_cache_seconds)
-    response.headers["vary"] = "Accept-Encoding"
+    response.headers["vary"] = "Accept-Encoding, Accept-Language"
     if ignoring:
         body = bytes(response.body).replace(ignoring.encode(), b"")
         response.headers["etag"] = "W/" + etag_of(body)
@@ -140,6 +143,7 @@ class PublicCacheMiddleware:
             scope["path"],
             scope.get("query_string", b""),
             "gzip" in headers.get("accept-encoding", ""),
+            "" if scope["path"].startswith("/api/") else current_locale(),  # data: no language
         )
         pool = self.pools[bool(key[1])]
         entry = self._fresh(pool, key)

@@ -18,7 +18,7 @@ nothing in it is secret, so compressing it leaks nothing.
 
 from __future__ import annotations
 
-from starlette.datastructures import Headers
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware.gzip import GZipMiddleware, GZipResponder, IdentityResponder
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -84,4 +84,23 @@ class CompressionMiddleware(GZipMiddleware):
             responder = IdentityResponder(
                 self.app, self.minimum_size, exclude_content_types=self.exclude_content_types
             )
-        await responder(scope, receive, send)
+        await responder(scope, receive, _one_vary_each(send))
+
+
+def _one_vary_each(send: Send) -> Send:
+    """Starlette adds `Accept-Encoding` to `Vary` even when the route's own `Vary`
+    names it already (app.web.cache.public): each name is said once."""
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = MutableHeaders(scope=message)
+            if "vary" in headers:
+                names: dict[str, str] = {}
+                for value in headers.getlist("vary"):
+                    for name in value.split(","):
+                        names.setdefault(name.strip().lower(), name.strip())
+                del headers["vary"]
+                headers["vary"] = ", ".join(name for name in names.values() if name)
+        await send(message)
+
+    return sending

@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from app.errors import DomainError, InvalidToken, NotSignedIn
+from app.i18n import N_, gettext
 from app.redaction import REDACT, redact
 from app.web.rendering import render
 from app.web.security import security_headers
@@ -25,16 +26,16 @@ log = logging.getLogger("undersigned.web")
 SERVER_ERROR_LOGGERS = ("undersigned.web", "uvicorn.error")
 
 HTTP_CODES = {
-    400: ("bad_request", "The request could not be understood."),
-    404: ("not_found", "There is nothing at this address."),
-    405: ("method_not_allowed", "This address does not accept that kind of request."),
-    413: ("too_large", "What you sent is too large."),
-    415: ("unsupported_media_type", "Send JSON with Content-Type: application/json."),
-    422: ("invalid_input", "Some of what you sent is not valid."),
-    429: ("too_many_requests", "Too many requests. Wait a little and try again."),
-    431: ("headers_too_large", "The request's headers are too large."),
-    500: ("server_error", "Something went wrong on our side. Please try again."),
-    503: ("unavailable", "The server is busy. Please try again in a moment."),
+    400: ("bad_request", N_("The request could not be understood.")),
+    404: ("not_found", N_("There is nothing at this address.")),
+    405: ("method_not_allowed", N_("This address does not accept that kind of request.")),
+    413: ("too_large", N_("What you sent is too large.")),
+    415: ("unsupported_media_type", N_("Send JSON with Content-Type: application/json.")),
+    422: ("invalid_input", N_("Some of what you sent is not valid.")),
+    429: ("too_many_requests", N_("Too many requests. Wait a little and try again.")),
+    431: ("headers_too_large", N_("The request's headers are too large.")),
+    500: ("server_error", N_("Something went wrong on our side. Please try again.")),
+    503: ("unavailable", N_("The server is busy. Please try again in a moment.")),
 }
 
 
@@ -82,8 +83,8 @@ JSON at all, so a wrong Content-Type is a 422, never a 415."""
 # not UTF-8, nesting too deep for the parser): under /api it becomes our 422, like
 # every other body that is not JSON.
 _FASTAPI_BODY_ERROR = "There was an error parsing the body"
-NOT_JSON = "The body is not valid JSON."
-NOT_AN_OBJECT = "Send a JSON object, with Content-Type: application/json."
+NOT_JSON = N_("The body is not valid JSON.")
+NOT_AN_OBJECT = N_("Send a JSON object, with Content-Type: application/json.")
 
 
 def error_responses(
@@ -117,6 +118,12 @@ def _respond(
     headers: Mapping[str, str] | None = None,
     template: str = "error.html",
 ) -> Response:
+    # In the request's language (app/web/locale.py); English msgids pass through
+    # unchanged when the catalog lacks them (a message quoting what was sent).
+    detail = gettext(detail)
+    if extra and isinstance(extra.get("fields"), dict):
+        fields = {name: gettext(str(text)) for name, text in extra["fields"].items()}
+        extra = {**extra, "fields": fields}
     if _is_api(request):
         return JSONResponse(
             {"error": code, "detail": detail, **(extra or {})}, status, headers=headers
@@ -152,7 +159,7 @@ def field_errors(errors: Any) -> dict[str, str]:
 
 def _invalid_input(request: Request, fields: dict[str, str]) -> Response:
     return _respond(
-        request, 422, "invalid_input", "Some fields are not valid.", extra={"fields": fields}
+        request, 422, "invalid_input", N_("Some fields are not valid."), extra={"fields": fields}
     )
 
 
@@ -177,7 +184,7 @@ def install(app: FastAPI) -> None:
     async def http_error(request: Request, exc: HTTPException) -> Response:
         if exc.status_code == 400 and exc.detail == _FASTAPI_BODY_ERROR and _is_api(request):
             return _invalid_input(request, {"body": NOT_JSON})
-        code, default = HTTP_CODES.get(exc.status_code, ("error", "The request failed."))
+        code, default = HTTP_CODES.get(exc.status_code, ("error", N_("The request failed.")))
         # Starlette's default detail is the bare reason phrase ("Method Not Allowed"):
         # say it in our words unless the raiser wrote its own explanation.
         generic = HTTPException(exc.status_code).detail

@@ -51,6 +51,7 @@ from starlette.responses import Response
 from app.config import Settings
 from app.db import Database
 from app.emails import canonical_email as canonical_address
+from app.i18n import N_, gettext
 from app.metrics import RATE_LIMITED
 from app.web.client import client_of, limit_subject
 from app.web.rendering import render
@@ -76,7 +77,7 @@ SIGNING_RATE = "signing_rate"
 enough for proof of work (PROOF_OF_WORK=auto)."""
 
 CODE = "rate_limited"
-DETAIL = "Too many tries from your connection. Wait a little and try again."
+DETAIL = N_("Too many tries from your connection. Wait a little and try again.")
 REDIS_TIMEOUT_SECONDS = 1.0
 """A Redis that does not answer within this is a failure (and the request goes through)."""
 WARN_EVERY_SECONDS = 60.0
@@ -269,7 +270,7 @@ def letter_is_busy(request: Request, slug: str) -> bool:
 # --- Answering -------------------------------------------------------------------------
 
 
-INVITE_DETAIL = "You have sent many invitations in a short time. Wait a while and try again."
+INVITE_DETAIL = N_("You have sent many invitations in a short time. Wait a while and try again.")
 
 
 def rate_limited_response(
@@ -278,7 +279,7 @@ def rate_limited_response(
     """The 429 answer. The invitation limit counts per organizer, not per connection:
     its page says so (`reason`)."""
     headers = {"Retry-After": str(retry_after)}
-    detail = INVITE_DETAIL if limit == INVITE else DETAIL
+    detail = gettext(INVITE_DETAIL if limit == INVITE else DETAIL)
     if request.url.path.startswith("/api/"):
         return JSONResponse({"error": CODE, "detail": detail}, 429, headers=headers)
     context = {

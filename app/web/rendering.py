@@ -10,6 +10,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.responses import Response
 
 from app.templating import environment
+from app.web.locale import language_links
 from app.web.security import csrf_token
 
 templates = Jinja2Templates(env=environment())
@@ -22,5 +23,9 @@ def render(
     *,
     status_code: int = 200,
 ) -> Response:
-    base = {"csrf_token": lambda: csrf_token(request), "settings": request.app.state.settings}
+    base = {
+        "csrf_token": lambda: csrf_token(request),
+        "settings": request.app.state.settings,
+        "language_links": lambda: language_links(request),
+    }
     return templates.TemplateResponse(request, name, {**base, **(context or {})}, status_code)

@@ -31,6 +31,8 @@ CSP = (
     "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
 )
+FRAMEABLE_CSP = CSP.replace("frame-ancestors 'none'", "frame-ancestors *")
+"""The policy of the one page other sites may frame (a letter's embed, D100)."""
 _TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_-]{43}$")
 MAX_HEADER_BYTES = 16 * 1024
 """Request headers in total (each line's name, value, ": " and CRLF), past which the
@@ -67,6 +69,12 @@ class SecurityMiddleware:
         self.static_headers = [
             (name.encode(), value.encode()) for name, value in security_headers(secure).items()
         ]
+        # `allow_framing`: the same, with frames allowed and no X-Frame-Options.
+        self.frameable_headers = [
+            (name, FRAMEABLE_CSP.encode() if name == b"content-security-policy" else value)
+            for name, value in self.static_headers
+            if name != b"x-frame-options"
+        ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -78,8 +86,12 @@ class SecurityMiddleware:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message.setdefault("headers", [])
-                message["headers"].extend(self.static_headers)
+                own = message.setdefault("headers", [])
+                added = self.frameable_headers if state.get("frameable") else self.static_headers
+                if any(name.lower() == b"content-security-policy" for name, _ in own):
+                    # A response with its own, stricter policy keeps it (an SVG badge).
+                    added = [header for header in added if header[0] != b"content-security-policy"]
+                own.extend(added)
                 if state.get("csrf_token") and not state["csrf_cookie"]:
                     headers = MutableHeaders(scope=message)
                     secure = "; Secure" if self.secure else ""
@@ -100,20 +112,23 @@ class BodyLimitMiddleware:
     limit fails on the first read, before any byte is buffered."""
 
     def __init__(
-        self, app: ASGIApp, *, max_bytes: int, larger: tuple[str, int] | None = None
+        self, app: ASGIApp, *, max_bytes: int, larger: tuple[tuple[str, int], ...] = ()
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.larger = larger
-        """(path prefix, limit): a larger limit under one prefix (the dashboard)."""
+        """(path prefix, limit) pairs: a larger limit under a prefix (the dashboard; its
+        image uploads). The first prefix that matches wins: the longest first."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         limit = self.max_bytes
-        if self.larger is not None and scope["path"].startswith(self.larger[0]):
-            limit = self.larger[1]
+        for prefix, prefix_limit in self.larger:
+            if scope["path"].startswith(prefix):
+                limit = prefix_limit
+                break
         declared = Headers(scope=scope).get("content-length", "")
         too_large = declared.isascii() and declared.isdigit() and int(declared) > limit
         received = 0
@@ -200,6 +215,13 @@ class RelativeSlashRedirect:
         location = "/" + other.lstrip("/\\")
         query: bytes = scope.get("query_string", b"")
         return f"{location}?{query.decode('latin-1')}" if query else location
+
+
+def allow_framing(request: Request) -> None:
+    """This response may be shown in a frame on any site (a letter's embed, D100): its
+    policy says `frame-ancestors *` and it carries no X-Frame-Options. Every other
+    answer refuses to be framed."""
+    request.state.frameable = True
 
 
 def csrf_token(request: Request) -> str:

@@ -1,5 +1,5 @@
-"""Reach: letters in two languages, a signer's language, an accent colour and a
-header image.
+"""Reach: letters in two languages, a signer's (and a sign-in request's) language, an
+accent colour and a header image.
 
 Plain ADD and DROP COLUMN on the signature tables (no batch copy: SQLite's search
 triggers on `signatures` stay).
@@ -25,7 +25,7 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.add_column('letters', sa.Column('accent_color', sa.String(length=7), nullable=True))
-    for table in ('pending_signatures', 'signatures'):
+    for table in ('pending_signatures', 'signatures', 'login_links'):
         op.add_column(
             table, sa.Column('locale', sa.String(length=8), server_default='en', nullable=False)
         )
@@ -70,6 +70,6 @@ def downgrade() -> None:
     op.drop_table('letter_images')
     op.drop_index('uq_letter_translations_letter_id_locale', table_name='letter_translations')
     op.drop_table('letter_translations')
-    for table in ('signatures', 'pending_signatures'):
+    for table in ('login_links', 'signatures', 'pending_signatures'):
         op.drop_column(table, 'locale')
     op.drop_column('letters', 'accent_color')

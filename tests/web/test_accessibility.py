@@ -2,9 +2,10 @@
 
 axe-core (the copy bundled in axe-playwright-python, so nothing is fetched from the
 network) runs with the WCAG 2.0, 2.1 and 2.2 A and AA rules on each page, on a desktop
-and on a phone viewport, and must find nothing. A keyboard test walks the letter page
-with Tab: skip link first, then every field of the sign form in order, each with a
-visible focus indicator.
+and on a 320 px phone (where nothing may scroll sideways), and must find nothing. A
+keyboard test walks the letter page with Tab: skip link first, then every field of the
+sign form in order, each with a visible focus indicator. test_html_validity.py runs the
+Nu HTML Checker on the same pages.
 
 The app runs once per module in uvicorn (same approach as test_browser.py), seeded with
 the demo letters, a closed letter, public and anonymous verified signers, a pending
@@ -18,6 +19,7 @@ sees first go to `test-artifacts/a11y-*.png` for a human to look at.
 
 from __future__ import annotations
 
+import io
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,12 +27,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from PIL import Image
 from sqlalchemy import select
 
 from app.config import Settings
 from app.db import Database, utcnow
+from app.letters.accent import set_accent_color
 from app.letters.delivery import mark_delivered, record_response
 from app.letters.demo import create_demo_letters
+from app.letters.images import set_header_image
 from app.letters.models import FieldRule, Letter, LetterStatus
 from app.letters.schemas import LetterCreate, LetterFields
 from app.letters.service import create_letter, current_fields, edit_letter, invite_to_team
@@ -40,6 +45,7 @@ from app.organizers.logins import login_token, request_login_link, send_login_li
 from app.organizers.models import LoginLink, Role
 from app.organizers.service import Actor, start_session
 from app.organizers.web import session_cookie_name
+from app.signatures.manage import manage_url
 from app.signatures.models import RemovalReason
 from app.signatures.moderation import remove_signature, set_comment_approved, set_hidden
 from app.signatures.service import notify_pending, verify_signature
@@ -66,7 +72,8 @@ ADMIN = "admin@example.org"
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 VIEWPORTS: dict[str, dict[str, Any]] = {
     "desktop": {"viewport": {"width": 1280, "height": 900}},
-    "phone": {"viewport": {"width": 360, "height": 800}, "is_mobile": True, "has_touch": True},
+    # The narrowest screen pages must fit (WCAG 1.4.10 Reflow: 320 CSS px).
+    "phone": {"viewport": {"width": 320, "height": 640}, "is_mobile": True, "has_touch": True},
 }
 
 
@@ -103,6 +110,7 @@ class Organizers:
     cookie: str
     login_token: str
     unsubscribe_path: str
+    manage_path: str
 
 
 def _seed(database: Database, settings: Settings) -> tuple[str, str, str, str]:
@@ -154,6 +162,14 @@ We ask the **City Council** to keep every branch library open six days a week.
 """
 
 
+def _header_png() -> bytes:
+    """A header image as an organizer uploads one: a photo-like gradient, 1200 x 400."""
+    image = Image.linear_gradient("L").resize((1200, 400)).convert("RGB")
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
 def _seed_organizers(database: Database, settings: Settings) -> Organizers:
     """The admin (owner of OURS, with an editor beside them), OURS with every part of
     the public page, QUIET, a sign-in link for the admin and an unsubscribe link."""
@@ -184,6 +200,9 @@ def _seed_organizers(database: Database, settings: Settings) -> Organizers:
             actor=actor,
             settings=settings,
         )
+        # Its looks: an accent colour and a header image (the page's contrast with them).
+        assert set_accent_color(session, letter=letter, value="#7a1f5c", actor=actor)
+        set_header_image(session, letter=letter, data=_header_png(), actor=actor)
         comment = {"comment_public_ok": True, "contact_ok": True}
         people: list[dict[str, Any]] = [
             {"name": "Grace Hopper", "organization": "Readers United", **comment,
@@ -234,6 +253,7 @@ def _seed_organizers(database: Database, settings: Settings) -> Organizers:
         )
         make_letter(session, slug=QUIET, title="A letter with a private list", show_signers=False)
         unsubscribe = unsubscribe_url(settings, signed[0].public_id or "")
+        manage = manage_url(settings, signed[0].public_id or "")
         cookie = start_session(session, organizer=admin, settings=settings)
         # A sign-in link for the admin, as the worker sends it.
         request_login_link(session, email=ADMIN)
@@ -246,6 +266,7 @@ def _seed_organizers(database: Database, settings: Settings) -> Organizers:
         cookie=cookie,
         login_token=login_token(settings, link_id),
         unsubscribe_path=unsubscribe.removeprefix(settings.base_url),
+        manage_path=manage.removeprefix(settings.base_url),
     )
 
 
@@ -426,6 +447,11 @@ def _unsubscribe(page: Page, site: Site) -> None:
     assert page.locator("form button[type=submit]").count() == 1
 
 
+def _manage(page: Page, site: Site) -> None:
+    _open(site.organizer.manage_path)(page, site)
+    assert "Grace Hopper" in page.locator("main").inner_text()
+
+
 def _login_link(page: Page, site: Site) -> None:
     _open(f"/login/{site.organizer.login_token}")(page, site)
     assert ADMIN in page.locator("main").inner_text()
@@ -461,6 +487,11 @@ ORGANIZER_PAGES: dict[str, Callable[[Page, Site], None]] = {
     "our-signers": _open(f"/letters/{OURS}/signers"),
     "signers-not-public": _open(f"/letters/{QUIET}/signers"),
     "unsubscribe": _unsubscribe,
+    "manage": _manage,
+    "manage-invalid": _open("/signature/not-a-real-token", 400),
+    "logout": _dashboard("/logout"),
+    "looks": _dashboard(f"/dashboard/letters/{OURS}/looks"),
+    "translation": _dashboard(f"/dashboard/letters/{OURS}/translations/es"),
 }
 
 
@@ -483,6 +514,9 @@ PAGES: dict[str, Callable[[Page, Site], None]] = {
     "not-found": _open("/no-such-page", 404),
     "letter-not-found": _open("/letters/no-such-letter", 404),
     "dev-mail": _dev_mail,
+    "privacy": _open("/privacy"),
+    "embed": _open(f"/letters/{SLUG}/embed"),
+    "letter-spanish": _open(f"/letters/{SLUG}?lang=es"),
     **ORGANIZER_PAGES,
 }
 
@@ -551,6 +585,8 @@ def test_no_axe_violations(tabs: dict[str, Page], site: Site, name: str, viewpor
             "[document.scrollingElement.scrollWidth, window.innerWidth]"
         )
         assert scroll_width <= inner_width, f"{name} scrolls sideways on {viewport}"
+        width = VIEWPORTS[viewport]["viewport"]["width"]
+        assert inner_width == width, f"{name}: the {viewport} zoomed out to fit something wide"
         # axe came from the package, not from the network.
         assert all(url.startswith(site.base_url) for url in requests), requests
     finally:

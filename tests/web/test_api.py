@@ -45,6 +45,8 @@ DETAIL_KEYS = LETTER_KEYS | {
     "allow_anonymous",
     "show_signers",
     "signers",
+    "language",
+    "translations",
 }
 SIGNER_KEYS = {
     "name",
@@ -125,6 +127,7 @@ def test_letter_detail_adds_body_recipient_and_publication_date(
     body = response.json()
     assert set(body) == DETAIL_KEYS
     assert body["body_html"] == "<p>We ask for <strong>one thing</strong>.</p>\n"
+    assert (body["language"], body["translations"]) == ("en", [])  # tests/web/test_letter_looks.py
     assert body["addressed_to"] == "The CEO"
     published = datetime.fromisoformat(body["published_at"])
     assert abs(published - utcnow()) < timedelta(minutes=1)

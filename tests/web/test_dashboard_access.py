@@ -91,6 +91,8 @@ class Spec:
     """The state the letter must be in for the action to be possible."""
     writes: bool = False
     """Whether a GET writes (the audit line of a download); POSTs always do."""
+    files: Callable[[], dict[str, Any]] | None = None
+    """The files of a multipart form (an upload)."""
 
 
 THEIRS = "their-letter"
@@ -142,6 +144,17 @@ def response_form(_who: str) -> dict[str, str]:
     return {**today(_who), "text": "We read it and we will act.", "link": "https://example.org/a"}
 
 
+def header_image() -> dict[str, Any]:
+    """A small PNG as a header image upload."""
+    return {"image": ("header.png", TINY_PNG, "image/png")}
+
+
+TINY_PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010802000000907753de"
+    "0000000c49444154789c63f8cfc0000003010100c9fe92ef0000000049454e44ae426082"
+)
+
+
 L = "/dashboard/letters/{slug}"
 P = f"{L}/signatures/{{position}}"
 VIEWER, EDITOR, OWNER = Role.VIEWER, Role.EDITOR, Role.OWNER
@@ -187,6 +200,13 @@ SPECS: dict[tuple[str, str], Spec] = {
     ("POST", f"{L}/response"): Spec(LETTER, OWNER, 303, response_form),
     ("POST", f"{L}/response/clear"): Spec(LETTER, OWNER, 303),
     ("GET", f"{L}/packet"): Spec(LETTER, OWNER, writes=True),
+    ("GET", f"{L}/looks"): Spec(LETTER, EDITOR),
+    ("POST", f"{L}/looks"): Spec(LETTER, EDITOR, 303, lambda _: {"accent_color": "#123456"}),
+    ("POST", "/dashboard/header-images/{slug}"): Spec(LETTER, EDITOR, 303, files=header_image),
+    ("GET", f"{L}/translations/{{locale}}"): Spec(LETTER, EDITOR),
+    ("POST", f"{L}/translations/{{locale}}"): Spec(
+        LETTER, EDITOR, 303, lambda _: {"title": "Una carta", "body": "Pedimos una cosa."}
+    ),
     ("GET", f"{L}/updates"): Spec(LETTER, VIEWER),
     ("POST", f"{L}/updates"): Spec(
         LETTER,
@@ -375,7 +395,12 @@ class Visitor:
             self.client.cookies.set(self.session_name, self.world.cookies[who])
 
     def send(
-        self, method: str, path: str, form: dict[str, str] | None = None, csrf: Csrf = Csrf.GOOD
+        self,
+        method: str,
+        path: str,
+        form: dict[str, str] | None = None,
+        csrf: Csrf = Csrf.GOOD,
+        files: dict[str, Any] | None = None,
     ) -> Response:
         if method == "GET":
             return self.client.get(path, follow_redirects=False)
@@ -387,7 +412,7 @@ class Visitor:
         if csrf == Csrf.NO_COOKIE:
             self.client.cookies.delete(self.csrf_name)
         try:
-            return self.client.post(path, data=data, follow_redirects=False)
+            return self.client.post(path, data=data, files=files, follow_redirects=False)
         finally:
             self.client.cookies.set(self.csrf_name, self.csrf)
 
@@ -399,6 +424,7 @@ def fill(route: str, spec: Spec, world: World, slug: str) -> str:
         member_id=world.ids["editor"],
         organizer_id=world.ids["viewer"],
         token=world.login_token,
+        locale="es",
     )
 
 
@@ -457,6 +483,7 @@ def test_route(app: FastAPI, client: TestClient, method: str, route: str) -> Non
     target = world.targets[0]
     path = fill(route, spec, world, target)
     before = dump(app)
+    files = spec.files() if spec.files else None
 
     def refusal(response: Response, status: int, why: str) -> None:
         assert response.status_code == status, f"{why}: {response.status_code}, not {status}"
@@ -467,7 +494,7 @@ def test_route(app: FastAPI, client: TestClient, method: str, route: str) -> Non
     # Signed out: to /login, with an empty body.
     if spec.scope != Scope.LOGIN:
         visitor.be(None)
-        response = visitor.send(method, path, spec.form("nobody"))
+        response = visitor.send(method, path, spec.form("nobody"), files=files)
         refusal(response, 303, "signed out")
         assert (response.headers["location"], response.text) == ("/login", "")
 
@@ -476,7 +503,7 @@ def test_route(app: FastAPI, client: TestClient, method: str, route: str) -> Non
     if method == "POST":
         visitor.be(allowed(spec)[-1])
         for csrf in (Csrf.MISSING, Csrf.WRONG, Csrf.NO_COOKIE):
-            response = visitor.send(method, path, spec.form("owner"), csrf)
+            response = visitor.send(method, path, spec.form("owner"), csrf, files)
             refusal(response, 403, f"CSRF {csrf}")
             assert "This form has expired" in response.text, csrf
 
@@ -484,10 +511,12 @@ def test_route(app: FastAPI, client: TestClient, method: str, route: str) -> Non
     # a letter that does not exist; a role too low, or no admin flag, 403.
     for who, status in refused(spec):
         visitor.be(who)
-        response = visitor.send(method, path, spec.form(who))
+        response = visitor.send(method, path, spec.form(who), files=files)
         refusal(response, status, who)
         if status == 404:
-            missing = visitor.send(method, fill(route, spec, world, MISSING), spec.form(who))
+            missing = visitor.send(
+                method, fill(route, spec, world, MISSING), spec.form(who), files=files
+            )
             assert missing.status_code == 404
             assert response.text.replace(target, "…") == missing.text.replace(MISSING, "…")
             assert same_headers(response) == same_headers(missing)
@@ -502,7 +531,9 @@ def test_route(app: FastAPI, client: TestClient, method: str, route: str) -> Non
         }
         before = dump(app)
         visitor.be(user)
-        response = visitor.send(method, fill(route, spec, world, slug), spec.form(user or "x"))
+        response = visitor.send(
+            method, fill(route, spec, world, slug), spec.form(user or "x"), files=files
+        )
         assert response.status_code == spec.ok, f"{user}: {response.status_code}"
         if response.status_code == 303:
             location = response.headers["location"]

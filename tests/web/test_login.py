@@ -183,6 +183,25 @@ def test_an_organizer_signs_in_with_the_link_in_their_email(
     assert dashboard.headers["cache-control"] == "no-store"
 
 
+def test_the_sign_in_email_is_in_the_language_of_the_request_that_asked(
+    app: FastAPI, client: TestClient
+) -> None:
+    """The worker writes the email later, with no request: the link's row keeps the
+    language the login page was asked in (D114)."""
+    add_organizer(app, "ana@example.org")
+    add_organizer(app, "bob@example.org")
+    client.headers["accept-language"] = "es-MX,es;q=0.9,en;q=0.5"
+    assert ask_for_link(client, "ana@example.org").status_code == 303
+    client.headers["accept-language"] = "en-GB"
+    assert ask_for_link(client, "bob@example.org").status_code == 303
+    assert run_worker(app) == 2
+    subjects = {message["To"]: message["Subject"] for message in mailbox(app).messages()}
+    assert subjects["ana@example.org"].startswith("Su enlace de inicio de sesión para ")
+    assert subjects["bob@example.org"].startswith("Your sign-in link for ")
+    assert inbox(app, "ana@example.org")[0].startswith("Hola:")
+    assert press_button(client, link_path(app, "ana@example.org")).status_code == 303
+
+
 def test_the_link_works_once(app: FastAPI, client: TestClient) -> None:
     add_organizer(app, "known@example.org")
     assert sign_in_by_email(client, app, "known@example.org").status_code == 303

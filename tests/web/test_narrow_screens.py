@@ -172,6 +172,8 @@ PAGES = {
     "error-bad-link": ("/verify/not-a-real-token", 400),
     "changes": (f"/letters/{SLUG}/changes", 200),
     "login": ("/login", 200),
+    "embed": (f"/letters/{SLUG}/embed", 200),
+    "privacy": ("/privacy", 200),
 }
 DASHBOARD = f"/dashboard/letters/{SLUG}"
 DASHBOARD_PAGES = {
@@ -187,6 +189,8 @@ DASHBOARD_PAGES = {
     "dashboard-audit": (f"{DASHBOARD}/audit", 200),
     "dashboard-organizers": ("/dashboard/organizers", 200),
     "dashboard-packet": (f"{DASHBOARD}/packet", 200),
+    "dashboard-looks": (f"{DASHBOARD}/looks", 200),
+    "dashboard-translation": (f"{DASHBOARD}/translations/es", 200),
 }
 PAGES.update(DASHBOARD_PAGES)
 

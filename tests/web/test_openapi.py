@@ -43,6 +43,7 @@ OPERATIONS = {
     ("get", "/api/v1/letters/{slug}"): {"200", "304", "404", "503"},
     ("get", "/api/v1/letters/{slug}/challenge"): {"200", "404", "503"},
     ("get", "/api/v1/letters/{slug}/breakdown"): {"200", "304", "404", "503"},
+    ("get", "/api/v1/letters/{slug}/timeline"): {"200", "304", "404", "503"},
     ("get", "/api/v1/letters/{slug}/signatures"): {"200", "304", "404", "422", "503"},
     ("post", "/api/v1/letters/{slug}/signatures"): {"202", "404", "409", "413", "422", "503"},
     ("post", "/api/v1/signatures/verify"): {"200", "400", "409", "413", "422", "503"},

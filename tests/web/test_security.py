@@ -391,20 +391,26 @@ def _external(url: str, own_host: str) -> bool:
     return parts.scheme not in ("http", "https") or parts.netloc != own_host
 
 
+SHARE_HOSTS = {"s2f.kytta.dev", "bsky.app", "x.com", "wa.me"}
+"""The share links' hosts (templates/letters/_share.html, D103): links only."""
+
+
 def test_no_page_refers_to_another_host(html_pages: dict[str, Response]) -> None:
-    shares = []
+    shares: dict[str, set[str]] = {}
     for name, response in html_pages.items():
         text = response.text
-        thanks = re.search(r'<section id="thanks".*?</section>', text, re.S)
-        if thanks:
-            text = text.replace(thanks.group(0), "")
-            for attribute, url in URL_ATTRIBUTE.findall(thanks.group(0)):
+        share = re.search(r'<(section|div) id="share".*?</\1>', text, re.S)
+        if share:
+            text = text.replace(share.group(0), "")
+            for attribute, url in URL_ATTRIBUTE.findall(share.group(0)):
                 if _external(url, "testserver"):
                     assert attribute.lower() == "href", url  # a link, never a resource
-                    shares.append(urlsplit(url).netloc)
+                    shares.setdefault(name, set()).add(urlsplit(url).netloc)
         for attribute, url in URL_ATTRIBUTE.findall(text):
             assert not _external(url, "testserver"), (name, attribute, url)
-    assert shares == ["bsky.app"]  # the only one, and only after signing
+    # Only in the share links, on a letter's page (and in the thanks after signing).
+    assert {"letter", "thanks"} <= set(shares)
+    assert all(hosts == SHARE_HOSTS for hosts in shares.values()), shares
 
 
 VENDORED_URLS = (
@@ -421,7 +427,11 @@ VENDORED_URLS = (
 
 def test_templates_and_static_files_load_nothing_from_the_network() -> None:
     allowed = {
-        "https://bsky.app/intent/compose",  # a share link the signer may click
+        # Share links a reader may click (templates/letters/_share.html, D103).
+        "https://bsky.app/intent/compose",
+        "https://s2f.kytta.dev/",
+        "https://x.com/intent/post",
+        "https://wa.me/",
         "http://www.w3.org/2000/svg",  # an XML namespace, never fetched
     }
     vendored = STATIC_DIR / "vendor"

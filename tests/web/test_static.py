@@ -242,6 +242,9 @@ def test_html_json_and_css_are_gzipped_when_the_client_accepts_it(
         plain, plain_body = _raw(client, url, PLAIN)
         assert "content-encoding" not in plain.headers, url
         assert "accept-encoding" in plain.headers["vary"].lower(), url  # for a shared cache
+        for response in (compressed, plain):  # each name once, whoever added it
+            names = [name.strip().lower() for name in response.headers["vary"].split(",")]
+            assert len(names) == len(set(names)), (url, response.headers["vary"])
         _assert_security_headers(plain)
         assert gzip.decompress(compressed_body) == plain_body, url
         assert len(compressed_body) < len(plain_body) / 2, url
