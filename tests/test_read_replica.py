@@ -151,8 +151,9 @@ class Pair:
             return row[0] if row else None
 
     def caught_up(self, seconds: float = 30) -> None:
-        """Waits until the replica has replayed everything the primary has written."""
-        lsn = self.query(self.primary, "SELECT pg_current_wal_lsn()")
+        """Waits until the replica has replayed everything the primary has written: up to
+        its WAL insert position (its write position can trail a commit just made)."""
+        lsn = self.query(self.primary, "SELECT pg_current_wal_insert_lsn()")
         deadline = time.monotonic() + seconds
         while not self.query(
             self.replica, "SELECT pg_wal_lsn_diff(pg_last_wal_replay_lsn(), %s) >= 0", lsn
