@@ -119,12 +119,13 @@ class Settings(BaseSettings):
     )
     smtp_timeout_seconds: float = 20.0
     mail_senders: int = Field(
-        default=4,
+        default=1,
         ge=1,
         le=16,
         description="Emails one `undersigned worker` process sends at once, each on its own "
         "SMTP connection (threads; each holds one database connection while it records). "
-        "The worker inside `undersigned serve` sends one at a time.",
+        "More is faster; a worker killed mid-send may then resend up to one message per "
+        "sender, not one. The worker inside `undersigned serve` sends one at a time.",
     )
     mail_from: str = "Undersigned <letters@localhost>"
 
