@@ -6,6 +6,7 @@ import json
 import os
 import secrets
 import tempfile
+from collections.abc import Callable
 from datetime import timedelta
 from enum import StrEnum
 from importlib import resources
@@ -376,33 +377,43 @@ def _read_secret(path: Path) -> str:
 
 
 def _load_or_create_secret(data_dir: Path) -> str:
-    """The key lives in a 0600 file so that restarts keep links valid.
+    """The key lives in a 0600 file so that restarts keep links valid."""
+    return load_or_create_private_file(
+        data_dir, "secret_key", make=lambda: secrets.token_urlsafe(48), read=_read_secret
+    )
 
-    A new key is written to a private temporary file beside it, flushed to disk, then
-    hard-linked into place: the name appears only once the whole key is there, so a
+
+def load_or_create_private_file(
+    data_dir: Path, name: str, *, make: Callable[[], str], read: Callable[[Path], str]
+) -> str:
+    """The content of the private (0600) file `data_dir/name`, made by `make` the first
+    time: the session secret here, the signature log's key in `app.signlog.keys`.
+
+    A new file is written to a private temporary file beside it, flushed to disk, then
+    hard-linked into place: the name appears only once the whole content is there, so a
     process racing this one never reads a half-written or empty file, and the loser of
-    a race (the link fails: the name exists) reads the winner's key."""
-    path = data_dir / "secret_key"
+    a race (the link fails: the name exists) reads the winner's."""
+    path = data_dir / name
     try:
-        return _read_secret(path)
+        return read(path)
     except FileNotFoundError:
         pass
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    key = secrets.token_urlsafe(48)
-    fd, tmp = tempfile.mkstemp(dir=data_dir, prefix=".secret_key.", suffix=".tmp")  # 0600
+    content = make()
+    fd, tmp = tempfile.mkstemp(dir=data_dir, prefix=f".{name}.", suffix=".tmp")  # 0600
     try:
         with os.fdopen(fd, "w") as handle:
-            handle.write(key)
+            handle.write(content)
             handle.flush()
             os.fsync(handle.fileno())
         try:
             os.link(tmp, path)
-        except FileExistsError:  # another process won the race: its key is complete
-            return _read_secret(path)
+        except FileExistsError:  # another process won the race: its file is complete
+            return read(path)
         _fsync_directory(data_dir)
     finally:
         os.unlink(tmp)
-    return key
+    return content
 
 
 def _fsync_directory(directory: Path) -> None:

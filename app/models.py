@@ -10,4 +10,5 @@ def import_all() -> None:
     import app.mail.models
     import app.organizers.models
     import app.signatures.models
+    import app.signlog.models
     import app.updates.models  # noqa: F401

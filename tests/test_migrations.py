@@ -42,6 +42,10 @@ EXPECTED_TABLES = {
     "spent_challenges",
     "letter_translations",
     "letter_images",
+    "log_entries",
+    "log_hashes",
+    "log_heads",
+    "log_checkpoints",
 }
 
 

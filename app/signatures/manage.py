@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 
 from app import tokens, urls
 from app.config import Settings
+from app.db import utcnow
 from app.errors import InvalidInput, InvalidToken
 from app.i18n import N_
 from app.letters.badges import earns_badge
@@ -47,6 +48,8 @@ from app.signatures.models import (
     SignatureStatus,
 )
 from app.signatures.retention import forget_search_terms
+from app.signlog import entries as signlog
+from app.signlog.models import LogReason
 
 PUBLIC_ID_MAX_LENGTH = 32  # Signature.public_id's column width
 
@@ -285,12 +288,18 @@ def withdraw(session: Session, *, token: str, settings: Settings) -> bool:
     letter_id, address = found
     # One guarded UPDATE: of two withdrawals at once, one changes the row, the other
     # (waiting on its lock, then re-checking the WHERE) changes nothing.
-    withdrawn = _changed(
-        session,
-        update(Signature)
-        .where(Signature.public_id == public_id, Signature.status == SignatureStatus.VERIFIED)
-        .values(status=SignatureStatus.WITHDRAWN, **ERASED),
+    # It returns the receipt commitment (kept: it is random, and not personal) for the
+    # signature log's removal entry.
+    withdrawn_commitments = list(
+        session.scalars(
+            update(Signature)
+            .where(Signature.public_id == public_id, Signature.status == SignatureStatus.VERIFIED)
+            .values(status=SignatureStatus.WITHDRAWN, **ERASED)
+            .returning(Signature.receipt_commitment)
+            .execution_options(synchronize_session=False)
+        )
     )
+    withdrawn = len(withdrawn_commitments)
     # Removed by a moderator: erased all the same (and still not counted).
     erased = withdrawn or _changed(
         session,
@@ -310,6 +319,13 @@ def withdraw(session: Session, *, token: str, settings: Settings) -> bool:
             )
         )
     if withdrawn:
+        signlog.record(
+            session,
+            letter_id=letter_id,
+            reason=LogReason.WITHDRAWN,
+            commitments=withdrawn_commitments,
+            now=utcnow(),
+        )
         # Last: the letter's counter row stays locked only until the commit that follows.
         add_to_tally(session, letter_id=letter_id, delta=-1)
     return bool(withdrawn)

@@ -119,6 +119,11 @@ class PendingSignature(SignerFields, Base):
     expires_at: Mapped[datetime] = mapped_column(
         UTCDateTime, doc="When its link expires (or would): then the row is deleted."
     )
+    receipt_commitment: Mapped[str | None] = mapped_column(
+        String(64),
+        doc="SHA-256 (hex) of the receipt secret its confirmation email carries; the "
+        "signature log's entry commits to it once confirmed. Never the secret.",
+    )
     source_hash: Mapped[str] = mapped_column(
         String(64),
         default="",
@@ -207,4 +212,10 @@ class Signature(SignerFields, Base):
         Boolean,
         default=False,
         doc="Checked by hand by the organizers (a notable signer): its own badge.",
+    )
+    receipt_commitment: Mapped[str | None] = mapped_column(
+        String(64),
+        doc="SHA-256 (hex) of the signer's receipt secret: the commitment its signature "
+        "log entries carry (`app.signlog`). Not personal: the secret is random and never "
+        "stored. Set when confirmed; gone when withdrawn.",
     )

@@ -39,6 +39,8 @@ from app.letters.service import add_to_tally
 from app.organizers.service import Actor, record
 from app.signatures import badges
 from app.signatures.models import RemovalReason, Signature, SignatureDisplay, SignatureStatus
+from app.signlog import entries as signlog
+from app.signlog.models import LogReason
 
 PAGE_SIZE = 50
 EXAMPLES = 5
@@ -422,15 +424,30 @@ def _changed(session: Session, statement: Any) -> int:
 def _change(session: Session, letter_id: int, position: int, where: Any, values: Any) -> bool:
     """One guarded UPDATE of the signature at `position`: whether it changed a row.
     NotFound when there is no signature there at all."""
+    return _change_logged(session, letter_id, position, where, values)[0]
+
+
+def _change_logged(
+    session: Session, letter_id: int, position: int, where: Any, values: Any
+) -> tuple[bool, str | None]:
+    """`_change`, and the changed signature's receipt commitment (for the signature
+    log)."""
     if not 0 < position <= MAX_POSITION:
         raise NotFound(N_("There is no signature at this position."))
-    statement = update(Signature).where(*_one(letter_id, position), *where).values(**values)
-    if _changed(session, statement):
-        return True
+    statement = (
+        update(Signature)
+        .where(*_one(letter_id, position), *where)
+        .values(**values)
+        .returning(Signature.receipt_commitment)
+        .execution_options(synchronize_session=False)
+    )
+    changed = session.execute(statement).first()
+    if changed is not None:
+        return True, changed[0]
     exists = session.scalar(select(Signature.id).where(*_one(letter_id, position)))
     if exists is None:
         raise NotFound(N_("There is no signature at this position."))
-    return False
+    return False, None
 
 
 def set_hidden(
@@ -452,7 +469,7 @@ def remove_signature(
 ) -> bool:
     """A counted signature stops counting (removed, with a reason). Returns whether it
     was counted until now: the tally moves only then."""
-    changed = _change(
+    changed, commitment = _change_logged(
         session,
         letter_id,
         position,
@@ -460,6 +477,13 @@ def remove_signature(
         {"status": SignatureStatus.REMOVED, "removed_reason": reason},
     )
     if changed:
+        signlog.record(
+            session,
+            letter_id=letter_id,
+            reason=LogReason(reason.value),
+            commitments=[commitment],
+            now=utcnow(),
+        )
         add_to_tally(session, letter_id=letter_id, delta=-1)
         record(
             session,
@@ -475,7 +499,7 @@ def remove_signature(
 def restore_signature(session: Session, *, actor: Actor, letter_id: int, position: int) -> bool:
     """A removed signature counts again. Returns whether it was removed until now (a
     withdrawn one stays withdrawn: that was its signer's choice)."""
-    changed = _change(
+    changed, commitment = _change_logged(
         session,
         letter_id,
         position,
@@ -483,6 +507,13 @@ def restore_signature(session: Session, *, actor: Actor, letter_id: int, positio
         {"status": SignatureStatus.VERIFIED, "removed_reason": None},
     )
     if changed:
+        signlog.record(
+            session,
+            letter_id=letter_id,
+            reason=LogReason.RESTORED,
+            commitments=[commitment],
+            now=utcnow(),
+        )
         add_to_tally(session, letter_id=letter_id, delta=1)
         record(
             session, actor=actor, letter_id=letter_id, action="signature.restore", position=position
@@ -623,12 +654,16 @@ def apply_bulk(
         again = N_("The preview is not valid: preview the filter again.")
         raise InvalidInput(again, fields={"preview": again})
     with session.begin_nested():
-        removed = _changed(
-            session,
-            update(Signature)
-            .where(*where)
-            .values(status=SignatureStatus.REMOVED, removed_reason=reason),
+        commitments = list(
+            session.scalars(
+                update(Signature)
+                .where(*where)
+                .values(status=SignatureStatus.REMOVED, removed_reason=reason)
+                .returning(Signature.receipt_commitment)
+                .execution_options(synchronize_session=False)
+            )
         )
+        removed = len(commitments)
         if removed > expected:
             raise InvalidInput(
                 f"The filter now matches {removed} counted signatures, more than the "
@@ -636,6 +671,14 @@ def apply_bulk(
                 fields={"expected": "changed"},
             )
     if removed:
+        # One removal entry per signature, with the reason: the log shows each one.
+        signlog.record(
+            session,
+            letter_id=letter_id,
+            reason=LogReason(reason.value),
+            commitments=commitments,
+            now=utcnow(),
+        )
         add_to_tally(session, letter_id=letter_id, delta=-removed)
     record(
         session,

@@ -85,6 +85,9 @@ from app.signatures.models import (
     SignatureStatus,
 )
 from app.signatures.schemas import PublicSignature, SignatureIn
+from app.signlog import entries as signlog
+from app.signlog import receipts
+from app.signlog.models import LogReason
 
 PAGE_SIZE = 50
 MIN_SEARCH_LENGTH = 3
@@ -482,6 +485,11 @@ def _send(
     if not already:
         context["verify_url"] = urls.verify_url(settings.base_url, verify_token(settings, row))
         context["max_age_days"] = settings.verify_max_age_days
+        # The receipt (issue 12): its secret goes into this email only; the submission
+        # keeps the commitment, which its confirmation puts into the signature log.
+        secret, row.receipt_commitment = signlog.new_receipt()
+        context["receipt_code"] = receipts.receipt_code(letter.slug, secret)
+        context["receipt_url"] = receipts.receipt_url(settings.base_url, letter.slug, secret)
     enqueue(
         session,
         settings=settings,
@@ -651,6 +659,7 @@ _CONFIRMED_COLUMNS = (
     "position",
     "public_id",
     "locale",
+    "receipt_commitment",
 )
 """What a confirmation writes into a signature row (`verify_signature`'s values)."""
 
@@ -741,6 +750,9 @@ def verify_signature(session: Session, *, token: str, settings: Settings) -> Ver
         "verified_at": now,
         "position": None,
         "locale": pending.locale,
+        # The commitment its receipt email carries the secret of (a submission queued
+        # before receipts existed gets one whose secret nobody holds).
+        "receipt_commitment": pending.receipt_commitment or signlog.new_receipt()[1],
     }
     letter_id, hashed = pending.letter_id, pending.email_hash
     # The submission's own random id: the manage link in the email that carried this
@@ -757,6 +769,13 @@ def verify_signature(session: Session, *, token: str, settings: Settings) -> Ver
     _wipe_address(session, pending)
     if signature_id is None:
         return Verification(pending, letter, already=True)
+    signlog.record(
+        session,
+        letter_id=letter_id,
+        reason=LogReason.CONFIRMED,
+        commitments=[values["receipt_commitment"]],
+        now=now,
+    )
     # Last, so the one row every confirmation of this letter needs is locked only until
     # the commit that follows.
     goal = letter.goal if letter.goal_reached_at is None else None
