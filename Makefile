@@ -57,9 +57,12 @@ fmt: $(VENV)/.dev-installed
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# Everything: lint, then every test with branch coverage of app/.
+# Everything: lint, then every test with branch coverage of app/, on two processes
+# (pytest-xdist; each has its own PostgreSQL database, ports and temporary files; idle
+# ones steal queued tests, so the two long surge tests end up side by side).
+TEST_PROCESSES ?= 2
 test: lint compile
-	$(BIN)/pytest --cov --cov-report=term:skip-covered
+	$(BIN)/pytest -n $(TEST_PROCESSES) --dist worksteal --cov --cov-report=term:skip-covered
 
 # The inner loop: SQLite only, no browser, nothing slow (well under 30 s).
 test-fast: $(VENV)/.dev-installed compile
