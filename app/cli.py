@@ -942,7 +942,7 @@ def dev_seed(
             try:
                 seeded = seed_signatures(session, letter=found, count=signatures,
                                          secret_key=settings.secret, force=force, days=days,
-                                         random_seed=random_seed)  # fmt: skip
+                                         random_seed=random_seed, settings=settings)  # fmt: skip
             except InvalidInput as exc:
                 typer.echo(exc.detail, err=True)
                 raise typer.Exit(2) from exc
@@ -982,6 +982,128 @@ def backup(
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from exc
     typer.echo(f"Backup written to {done.path} ({done.size:,} bytes, {done.pages:,} pages).")
+
+
+# --- `undersigned log`: the signature log (issue 12) ---
+
+log_cli = typer.Typer(help="The signature log: sequence it, verify it.", no_args_is_help=True)
+cli.add_typer(log_cli, name="log")
+
+
+@log_cli.command("sequence")
+def log_sequence(
+    letter: Annotated[
+        str | None, typer.Option(help="Only this letter's log (its slug). Default: every letter.")
+    ] = None,
+) -> None:
+    """Append every queued change to the letters' signature logs now, signing a
+    checkpoint per batch (the worker does this every LOG_SEQUENCE_SECONDS). Prints each
+    letter whose log grew and its new size. Exit status 1: no such letter."""
+    from app.letters.service import get_letter
+    from app.signlog.sequencer import sequence_letters
+
+    settings = _settings()
+    grown: dict[str, tuple[int, int]] = {}
+    with _database(settings) as database:
+        letter_ids = None
+        if letter is not None:
+            try:
+                with database.read() as session:
+                    letter_ids = [get_letter(session, slug=letter).id]
+            except DomainError as exc:
+                raise _refused(_not_found_named(exc, letter), status=1) from exc
+        while done := sequence_letters(database, settings, letter_ids=letter_ids):
+            for batch in done:
+                appended = grown.get(batch.slug, (0, 0))[0] + batch.appended
+                grown[batch.slug] = (appended, batch.size)
+    if not grown:
+        typer.echo("Nothing was queued.")
+    for slug, (appended, size) in grown.items():
+        typer.echo(f"{slug}: {appended:,} entries appended; log size {size:,}.")
+
+
+@log_cli.command("verify")
+def log_verify(
+    url: Annotated[str, typer.Argument(help="The letter's page: https://HOST/letters/SLUG.")],
+    key: Annotated[
+        str | None,
+        typer.Option(help="The log's key (NAME+ID+BASE64), from a source you trust."),
+    ] = None,
+    key_file: Annotated[
+        Path | None, typer.Option(help="Read the log's key from this file.")
+    ] = None,
+    since: Annotated[
+        Path | None,
+        typer.Option(help="A checkpoint saved earlier with --save: check the log only grew."),
+    ] = None,
+    save: Annotated[
+        Path | None, typer.Option(help="Write the verified checkpoint here, for a later --since.")
+    ] = None,
+) -> None:
+    """Check a letter's signature log over HTTP, trusting only the log's key.
+
+    Verifies the signed checkpoint, downloads every entry and rebuilds its Merkle root
+    and count, compares the count with the public one, checks a few inclusion proofs
+    and, with --since, that the log extends the checkpoint saved then. Without --key it
+    uses the key the server publishes (trust on first use). Exit status 0: verified;
+    1: a problem was found; 2: bad arguments, or the server could not be asked."""
+    from app.signlog.verify import FetchError, UsageError, fetch_key, parse_key, verify_letter
+
+    def _refuse(message: str) -> typer.Exit:
+        typer.echo(message, err=True)
+        return typer.Exit(2)
+
+    if key is not None and key_file is not None:
+        raise _refuse("Give the key once: --key or --key-file.")
+    try:
+        key_text = key_file.read_text() if key_file is not None else key
+        saved = since.read_text() if since is not None else None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _refuse(f"Cannot read {exc}") from exc
+    try:
+        if key_text is None:
+            verifier = fetch_key(url)
+            typer.echo(
+                f"WARNING: no --key: checking with the key the server itself publishes, "
+                f"{verifier.vkey()}\n"
+                "A server that lies about its log can lie about its key too. Compare this key "
+                "with one published elsewhere, then pass it with --key.",
+                err=True,
+            )
+        else:
+            verifier = parse_key(key_text)
+        report = verify_letter(url, verifier, saved)
+    except UsageError as exc:
+        raise _refuse(str(exc)) from exc
+    except FetchError as exc:
+        raise _refuse(f"Could not check the log: {exc}") from exc
+    typer.echo(f"Log:   {report.origin}")
+    if report.size is not None:
+        signed = f", signed at {report.created_at}" if report.created_at else ""
+        typer.echo(f"Size:  {report.size:,} entries{signed}")
+        typer.echo(f"Root:  {report.root_base64}")
+    if report.count is not None:
+        typer.echo(
+            f"Count: {report.count:,} ({report.adds:,} added, {report.removes:,} taken away)"
+            + (f"; public count {report.tally:,}" if report.tally is not None else "")
+        )
+    if report.since_size is not None:
+        typer.echo(f"Since: it extends the saved checkpoint of {report.since_size:,} entries")
+    for note in report.notes:
+        typer.echo(f"Note:  {note}")
+    if not report.ok:
+        for problem in report.problems:
+            typer.echo(f"PROBLEM: {problem}")
+        if save is not None:
+            typer.echo(f"Nothing saved to {save}: the log did not verify.")
+        raise typer.Exit(1)
+    typer.echo(f"OK ({report.inclusion_checked} inclusion proofs checked too)")
+    if save is not None and report.note is not None:
+        try:
+            save.write_text(report.note)
+        except OSError as exc:
+            raise _refuse(f"Cannot write {exc}") from exc
+        typer.echo(f"Checkpoint saved to {save}: check again later with --since {save}")
 
 
 def main() -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
+import re
 import secrets
 import tempfile
 from collections.abc import Callable
@@ -13,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from limits import parse_many
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -243,6 +247,19 @@ class Settings(BaseSettings):
     access_log: bool = Field(
         default=False, description="uvicorn's access log: client IPs and token URLs. Off."
     )
+    log_sequence_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        le=5,
+        description="The worker appends newly queued changes to each letter's signature "
+        "log and signs a checkpoint at least this often (seconds, more than 0, at most 5).",
+    )
+    log_key: SecretStr | None = Field(
+        default=None,
+        description="The signature log's Ed25519 signer key, PRIVATE+KEY+<name>+<key ID>+"
+        "<base64> (Go's note format). Default: generated once into DATA_DIR/log_key. Set "
+        "it when several machines sign checkpoints: they must share one key.",
+    )
     allow_dev_mail_on_network: bool = Field(
         default=False,
         description="Let `undersigned serve` listen on a non-loopback address with "
@@ -296,6 +313,15 @@ class Settings(BaseSettings):
     def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
             _check_key_length(value.get_secret_value(), "UNDERSIGNED_SECRET_KEY")
+        return value
+
+    @field_validator("log_key")
+    @classmethod
+    def _signer_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            text = value.get_secret_value().strip()
+            check_signer_key(text)
+            value = SecretStr(text)
         return value
 
     @model_validator(mode="after")
@@ -365,6 +391,33 @@ def _check_key_length(key: str, where: str, *, put_it: str = "") -> None:
         raise ValueError(
             f"the secret key in {where} {found}; it needs at least {MIN_SECRET_BYTES} "
             f"random bytes. Make one with: {MAKE_A_KEY}{put_it}"
+        )
+
+
+_SIGNER_KEY = re.compile(r"PRIVATE\+KEY\+([^+\s]+)\+([0-9a-f]{8})\+([A-Za-z0-9+/]{44})")
+"""Go's note signer key for Ed25519: 0x01 and a 32-byte seed are 44 base64 characters."""
+
+
+def check_signer_key(key: str) -> None:
+    """ValueError unless `key` is an Ed25519 signer key as `Signer.skey()` writes it
+    (`app.transparency.note`, which reads it again when it is used):
+    `PRIVATE+KEY+<name>+<8 hex digits: the key ID>+<base64 of 0x01 and the 32-byte
+    seed>`, its key ID that of its name and public key. The message never repeats the
+    key."""
+    found = _SIGNER_KEY.fullmatch(key)
+    raw = base64.b64decode(found.group(3)) if found else b""
+    if found is None or raw[0] != 1:
+        raise ValueError(
+            "not an Ed25519 signer key: it is written PRIVATE+KEY+<name>+<8 hex digits>+"
+            "<44 base64 characters>, as in the DATA_DIR/log_key file of the machine that "
+            "made it"
+        )
+    public = Ed25519PrivateKey.from_private_bytes(raw[1:]).public_key().public_bytes_raw()
+    key_id = hashlib.sha256(found.group(1).encode() + b"\n\x01" + public).digest()[:4]
+    if key_id.hex() != found.group(2):
+        raise ValueError(
+            "the signer key's ID does not match its name and key: the key was changed or "
+            "cut (copy the whole DATA_DIR/log_key line of the machine that made it)"
         )
 
 

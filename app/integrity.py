@@ -7,6 +7,12 @@
   instant (a confirmation moves both in one transaction: no false alarm). `--repair`
   sets a counter to its count, one transaction per letter, with the counter row locked
   and the signatures counted again under that lock, and records it in the audit log.
+- Signature logs: each letter's counter against its log, read in ONE statement too: the
+  head's adds minus removes (the latest checkpoint), plus the queued adds minus the
+  queued removes (through the queue's partial index: only what the sequencer has not
+  taken yet), so nothing counts all of a letter's entries. A change to a count queues
+  its entry in the same transaction, so the two agree at every instant. Not repaired:
+  the log is append-only; a difference there is for a person to look into.
 - The outbox: emails stuck in `sending` past their lease (no worker took them over),
   pending emails overdue by more than `overdue_after` (no worker, or a backlog), and
   emails that failed for good in the last day.
@@ -20,7 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.orm import Session
 
 from app.db import Database, utcnow
@@ -29,6 +35,7 @@ from app.letters.service import add_to_tally
 from app.mail.models import OutboxEmail, OutboxStatus
 from app.organizers.service import SHELL, Actor, record
 from app.signatures.models import Signature, SignatureStatus
+from app.signlog.models import LogEntry, LogEvent, LogHead
 
 OVERDUE_AFTER = timedelta(minutes=15)
 """A pending email due longer ago than this is reported."""
@@ -44,6 +51,19 @@ class TallyDifference:
     """The counter row's count (None: the letter has no counter row)."""
     actual: int
     """Its verified signatures, hidden ones included."""
+
+
+@dataclass(frozen=True, slots=True)
+class LogDifference:
+    letter_id: int
+    slug: str
+    stored: int
+    """The counter row's count (0 without one)."""
+    logged: int
+    """What its signature log counts: the latest checkpoint's adds minus removes, plus
+    the queued adds minus removes."""
+    queued: int
+    """Entries not sequenced yet."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +91,8 @@ class IntegrityReport:
     """The counters `--repair` set, with the count they were set to."""
     outbox: OutboxHealth
     overdue_after: timedelta
+    logs: list[LogDifference] = field(default_factory=list)
+    """Every counter that differed from its signature log (after the repairs, if any)."""
 
     @property
     def unrepaired(self) -> list[TallyDifference]:
@@ -80,7 +102,7 @@ class IntegrityReport:
     @property
     def ok(self) -> bool:
         """Nothing is wrong that was not repaired."""
-        return not self.unrepaired and self.outbox.ok
+        return not self.unrepaired and not self.logs and self.outbox.ok
 
     def lines(self) -> Iterator[str]:
         """The report for people (and the worker's log): no address, no name."""
@@ -96,6 +118,12 @@ class IntegrityReport:
             elif fixed is not None:
                 line += f" (right again by the repair: {fixed.actual})"
             yield line
+        yield f"Signature logs: {len(self.logs)} differ from their tallies."
+        for log in self.logs:
+            yield (
+                f"  {log.slug}: tally {log.stored}, log {log.logged} "
+                f"({log.queued} entries not yet sequenced)"
+            )
         minutes = int(self.overdue_after.total_seconds() // 60)
         yield "Outbox:"
         yield f"  stuck in sending past their lease: {_counted(self.outbox.stuck)}"
@@ -188,6 +216,41 @@ def repair_tally(session: Session, *, letter_id: int, actor: Actor = SHELL) -> T
     return found
 
 
+# --- Signature logs ---------------------------------------------------------------------
+
+
+def log_differences(session: Session) -> list[LogDifference]:
+    """The counters that differ from their letters' signature logs, in one statement."""
+    queued = (
+        select(
+            LogEntry.letter_id,
+            func.sum(case((LogEntry.event == LogEvent.ADD.value, 1), else_=-1)).label("delta"),
+            func.count().label("entries"),
+        )
+        .where(LogEntry.seq.is_(None))
+        .group_by(LogEntry.letter_id)
+        .subquery("queued")
+    )
+    rows = session.execute(
+        select(
+            Letter.id,
+            Letter.slug,
+            func.coalesce(LetterTally.verified_count, 0),
+            func.coalesce(LogHead.adds - LogHead.removes, 0) + func.coalesce(queued.c.delta, 0),
+            func.coalesce(queued.c.entries, 0),
+        )
+        .outerjoin(LetterTally, LetterTally.letter_id == Letter.id)
+        .outerjoin(LogHead, LogHead.letter_id == Letter.id)
+        .outerjoin(queued, queued.c.letter_id == Letter.id)
+        .order_by(Letter.id)
+    ).all()
+    return [
+        LogDifference(letter_id, slug, int(stored), int(logged), int(entries))
+        for letter_id, slug, stored, logged, entries in rows
+        if stored != logged
+    ]
+
+
 # --- The outbox --------------------------------------------------------------------------
 
 
@@ -234,12 +297,16 @@ def run_check(
     now = now or utcnow()
     with database.read() as session:
         letters, differences = tally_differences(session)
+        logs = log_differences(session)
         outbox = outbox_health(session, now=now, overdue_after=overdue_after)
     repaired = []
     if repair:
         for difference in differences:
             with database.write() as session:
                 repaired.append(repair_tally(session, letter_id=difference.letter_id))
+        if repaired:  # a counter set to its count may agree with its log again
+            with database.read() as session:
+                logs = log_differences(session)
     return IntegrityReport(
         checked_at=now,
         letters=letters,
@@ -247,4 +314,5 @@ def run_check(
         repaired=repaired,
         outbox=outbox,
         overdue_after=overdue_after,
+        logs=logs,
     )

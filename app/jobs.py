@@ -1,6 +1,7 @@
 """The background work, above the domains: the mail worker's loop (new submissions'
-emails, delivery, the retention rules once an hour, the integrity check once a day, and
-on SQLite a WAL checkpoint once a minute) and the retention rules.
+emails, delivery, the signature log's sequencer every LOG_SEQUENCE_SECONDS, the
+retention rules once an hour, the integrity check once a day, and on SQLite a WAL
+checkpoint once a minute) and the retention rules.
 
 `undersigned worker` runs the loop in its own process; `undersigned serve` runs it in a
 thread unless `--no-worker`; `undersigned purge` applies the retention rules once.
@@ -32,6 +33,7 @@ from app.redaction import REDACT
 from app.signatures.models import PendingSignature, PendingState
 from app.signatures.retention import forget_closed_letters
 from app.signatures.service import notify_pending, purge_expired_pending
+from app.signlog import sequencer
 from app.updates.service import fan_out_updates
 
 log = logging.getLogger("undersigned.jobs")
@@ -98,13 +100,19 @@ def run_worker(
     poll_seconds: float = 1.0,
     senders: int = 1,
 ) -> None:
-    """Deliver until `stop` is set; apply the retention rules once an hour, run the
-    integrity check once a day (logging its report) and, on SQLite, checkpoint the WAL
-    once a minute. A failing chore is logged and retried on its own schedule: it never
-    stops the mail."""
-    next_purge = next_checkpoint = utcnow()
+    """Deliver until `stop` is set; sequence the signature log at least every
+    LOG_SEQUENCE_SECONDS (at once again while a pass fills a whole batch), apply the
+    retention rules once an hour, run the integrity check once a day (logging its
+    report) and, on SQLite, checkpoint the WAL once a minute. A failing chore is logged
+    and retried on its own schedule: it never stops the mail."""
+    next_purge = next_checkpoint = next_sequence = utcnow()
     next_check = utcnow() + CHECK_FIRST_AFTER
+    sequence_every = timedelta(seconds=settings.log_sequence_seconds)
     while not stop.is_set():
+        if utcnow() >= next_sequence:
+            next_sequence = utcnow() + sequence_every
+            if _chore("log sequencing", lambda: sequence_log(database, settings)) is True:
+                next_sequence = utcnow()  # a full batch: more is queued
         if utcnow() >= next_purge:
             next_purge = utcnow() + PURGE_EVERY
             _chore("retention purge", lambda: _purge_now(database, settings))
@@ -119,8 +127,16 @@ def run_worker(
             busy = work_once(database, backend, settings=settings, senders=senders) > 0
         except Exception:
             log.exception("mail worker pass failed; retrying")
-        if not busy:
-            stop.wait(poll_seconds)  # when busy, go again at once: more may be waiting
+        if not busy:  # when busy, go again at once: more may be waiting
+            until_sequence = (next_sequence - utcnow()).total_seconds()
+            stop.wait(max(0.0, min(poll_seconds, until_sequence)))
+
+
+def sequence_log(database: Database, settings: Settings) -> bool:
+    """One sequencer pass over every letter with queued log entries; whether a letter
+    filled a whole batch (so more may be queued)."""
+    done = sequencer.sequence_letters(database, settings)
+    return any(batch.appended >= sequencer.BATCH for batch in done)
 
 
 def check_and_log(database: Database) -> bool:
@@ -141,11 +157,14 @@ def _purge_now(database: Database, settings: Settings) -> None:
     forget_in_files(database)  # what was erased leaves the WAL now, not in a minute
 
 
-def _chore(name: str, run: Callable[[], object]) -> None:
+def _chore(name: str, run: Callable[[], object]) -> object:
+    """`run()`'s result, or None when it failed (logged: the names of what failed, never
+    an address, a name or a token)."""
     try:
-        run()
+        return run()
     except Exception:
         log.exception("%s failed; trying again later", name)
+        return None
 
 
 # --- The worker's backlog, for /metrics ------------------------------------------------

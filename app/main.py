@@ -39,6 +39,10 @@ from app.signatures import dashboard as signatures_dashboard
 from app.signatures import delivery as signatures_delivery
 from app.signatures import manage_pages as signatures_manage
 from app.signatures import pages as signatures_pages
+from app.signlog import api as signlog_api
+from app.signlog import pages as signlog_pages
+from app.signlog import receipt_pages as signlog_receipts
+from app.signlog import well_known as signlog_well_known
 from app.updates import pages as updates_pages
 from app.web import dev, errors, ratelimit
 from app.web import metrics as web_metrics
@@ -141,8 +145,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         looks.router,
         signatures_pages.router,
         signatures_manage.router,
+        signlog_pages.router,
+        signlog_receipts.router,
         letters_api.router,
         signatures_api.router,
+        signlog_api.router,
+        signlog_well_known.router,
         organizers_pages.router,
         letters_dashboard.router,
         letters_team.router,

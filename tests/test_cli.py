@@ -203,8 +203,18 @@ def test_letter_create_rejects_bad_input(run: Run, tmp_path: Path, database_url:
     assert stored is not None
     assert stored.title == "T"
 
-    missing = run("letter", "create", "--slug", "y", "--title", "T",
-                  "--body-file", str(tmp_path / "nope.md"), expect=None)  # fmt: skip
+    missing = run(
+        "letter",
+        "create",
+        "--slug",
+        "y",
+        "--title",
+        "T",
+        "--body-file",
+        str(tmp_path / "nope.md"),
+        expect=None,
+        env_extra={"COLUMNS": "400"},
+    )  # fmt: skip  (a long path is not wrapped)
     assert missing.returncode != 0
     assert "nope.md" in missing.stderr
 
@@ -417,7 +427,7 @@ def test_admin_create_is_idempotent(run: Run, database_url: str) -> None:
 def test_every_command_and_option_is_explained(run: Run) -> None:
     commands = [("letter", name) for name in ("create", "list", "publish", "close", "reopen",
                                                "archive", "edit", "export")]  # fmt: skip
-    for command in [*commands, ("admin", "create")]:
+    for command in [*commands, ("admin", "create"), ("log", "verify"), ("log", "sequence")]:
         shown = run(*command, "--help", env_extra={"COLUMNS": "200"}).stdout
         options = re.findall(
             r"│ +(?:\* +)?(--[a-z-]+)(?: +-{1,2}[a-z-]+)? +<[^>]+> +([^│]*)│", shown

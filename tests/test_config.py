@@ -190,3 +190,69 @@ def test_the_dev_mailbox_stays_off_the_network_by_default(
     assert _settings(monkeypatch, tmp_path).allow_dev_mail_on_network is False
     allowed = _settings(monkeypatch, tmp_path, ALLOW_DEV_MAIL_ON_NETWORK="true")
     assert allowed.allow_dev_mail_on_network is True
+
+
+# --- the signature log: its sequencing interval and a shared key ---
+
+
+def test_log_sequence_seconds_is_more_than_0_and_at_most_5(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    assert _settings(monkeypatch, tmp_path).log_sequence_seconds == 2.0
+    assert _settings(monkeypatch, tmp_path, LOG_SEQUENCE_SECONDS="5").log_sequence_seconds == 5
+    for bad in ("0", "-1", "5.5", "soon"):
+        with pytest.raises(ValidationError):
+            _settings(monkeypatch, tmp_path, LOG_SEQUENCE_SECONDS=bad)
+
+
+def test_a_shared_log_key_signs_instead_of_the_key_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from app.signlog import keys
+    from app.transparency.note import Signer
+
+    shared = Signer.generate("letters.example.org")
+    settings = _settings(monkeypatch, tmp_path, LOG_KEY=f" {shared.skey()}\n")
+    assert keys.signer(settings).skey() == shared.skey()
+    assert keys.verifier(settings).vkey() == shared.verifier.vkey()
+    assert not (tmp_path / keys.KEY_FILE).exists(), "no key file is made when one is given"
+    # Without it, the key file (made once) signs.
+    monkeypatch.delenv("UNDERSIGNED_LOG_KEY")
+    default = keys.signer(_settings(monkeypatch, tmp_path))
+    assert default.skey() != shared.skey()
+    assert (tmp_path / keys.KEY_FILE).read_text().strip() == default.skey()
+
+
+def test_a_bad_log_key_is_refused_at_start_up_without_repeating_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from app.transparency.note import Signer
+
+    good = Signer.generate("letters.example.org").skey()
+    other = Signer.generate("letters.example.org").skey()
+    _, _, name, key_id, encoded = good.split("+", 4)  # base64 may hold a "+" too
+    cut = good[:-5]
+    renamed = f"PRIVATE+KEY+elsewhere.example+{key_id}+{encoded}"
+    swapped = f"PRIVATE+KEY+{name}+{other.split('+', 4)[3]}+{encoded}"
+    for bad, reason in (
+        (cut, "not an Ed25519 signer key"),
+        ("PRIVATE+KEY+" + "x" * 40, "not an Ed25519 signer key"),
+        (good.replace("+A", "+B", 1), "not an Ed25519 signer key"),  # not type 0x01
+        (renamed, "does not match"),
+        (swapped, "does not match"),
+    ):
+        with pytest.raises(ValidationError) as refused:
+            _settings(monkeypatch, tmp_path, LOG_KEY=bad)
+        message = str(refused.value)
+        assert reason in message, (bad, message)
+        assert encoded not in message and encoded[:20] not in message
+
+
+def test_the_command_line_names_a_bad_log_key(tmp_path: Path) -> None:
+    from tests.support.processes import clean_env, run_in_process
+
+    env = clean_env(data_dir=str(tmp_path), log_key="PRIVATE+KEY+oops",
+                    database_url=f"sqlite:///{tmp_path / 'x.db'}")  # fmt: skip
+    done = run_in_process(["log", "sequence"], cwd=tmp_path, env=env)
+    assert done.returncode == 2
+    assert "UNDERSIGNED_LOG_KEY: not an Ed25519 signer key" in done.stderr

@@ -481,3 +481,74 @@ def test_undersigned_check_exits_1_until_repaired(tmp_path: Path) -> None:
         assert actions.count("tally.repair") == 1
     finally:
         database.dispose()
+
+
+# --- Signature logs -------------------------------------------------------------------------
+
+
+def _log_of(session: Session, *letters: Letter) -> dict[str, tuple[int, int, int]]:
+    from app.integrity import log_differences
+
+    ids = {letter.id for letter in letters}
+    return {d.slug: (d.stored, d.logged, d.queued)
+            for d in log_differences(session) if d.letter_id in ids}  # fmt: skip
+
+
+def test_each_tally_is_checked_against_its_log_queued_or_sequenced(
+    session: Session, settings: Settings
+) -> None:
+    from sqlalchemy import text
+
+    from app.signlog.sequencer import sequence
+
+    right, lost, forged = (make_letter(session) for _ in range(3))
+    for letter in (right, lost, forged):
+        for _ in range(3):
+            sign_and_confirm(session, letter, settings)
+    # Queued only: head (none yet) + queued adds.
+    assert _log_of(session, right, lost, forged) == {}
+    for letter in (right, lost, forged):
+        sequence(session, settings, letter_id=letter.id)
+    removed = sign_and_confirm(session, right, settings)
+    assert removed.position is not None
+    remove_signature(session, actor=SHELL, letter_id=right.id, position=removed.position,
+                     reason=RemovalReason.BOT)  # fmt: skip
+    # Sequenced and queued together (an add and a removal queued): still right.
+    assert _log_of(session, right, lost, forged) == {}
+
+    sign_and_confirm(session, lost, settings)
+    session.execute(
+        text("DELETE FROM log_entries WHERE letter_id = :l AND seq IS NULL"), {"l": lost.id}
+    )
+    session.execute(text("UPDATE log_heads SET adds = 9 WHERE letter_id = :l"), {"l": forged.id})
+
+    with _statements(session.get_bind()) as seen:
+        differences = _log_of(session, right, lost, forged)
+    assert differences == {lost.slug: (4, 3, 0), forged.slug: (3, 9, 0)}
+    assert len(seen) == 1  # one statement, whatever the number of letters
+
+
+def test_a_log_difference_fails_the_report_and_is_not_repaired(
+    clean_database: Database, tmp_path: Path
+) -> None:
+    from sqlalchemy import text
+
+    settings = make_settings(tmp_path, clean_database.url)
+    with clean_database.write() as session:
+        letter = make_letter(session)
+        fine = make_letter(session)
+        for made in (letter, fine, fine):
+            sign_and_confirm(session, made, settings)
+        session.execute(delete_outbox())
+    assert run_check(clean_database).ok
+    with clean_database.write() as session:
+        session.execute(text("DELETE FROM log_entries WHERE letter_id = :l"), {"l": letter.id})
+
+    report = run_check(clean_database, repair=True)
+
+    assert not report.ok
+    assert report.tallies == []  # the tally is right: the log lost an entry
+    lines = list(report.lines())
+    assert "Signature logs: 1 differ from their tallies." in lines
+    assert f"  {letter.slug}: tally 1, log 0 (0 entries not yet sequenced)" in lines
+    assert lines[-1] == "Something is wrong: see above."

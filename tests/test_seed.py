@@ -21,6 +21,8 @@ from app.signatures import seed
 from app.signatures.addresses import email_hash, email_hasher
 from app.signatures.models import Signature, SignatureDisplay, SignatureStatus
 from app.signatures.service import list_public_signatures
+from app.signlog import service as log_service
+from app.signlog.models import LogEntry
 from tests.support.config import make_settings
 from tests.support.factories import make_letter, sign_and_confirm
 from tests.support.processes import clean_env, run_in_process
@@ -65,6 +67,29 @@ def test_seed_continues_after_real_signatures_and_keeps_the_tally_exact(
     check = undersigned("check")
     assert check.returncode == 0, check.stdout
     assert "0 differ" in check.stdout
+    # The signature log: a commitment and an add per seeded row, all sequenced (the two
+    # real confirmations' queued entries first), in list order, in checkpoints of a batch.
+    with clean_database.read() as session:
+        latest = log_service.latest(session, settings, letter_id=letter_id, slug="seeded")
+        assert (latest.size, latest.count) == (N + 2, N + 2)
+        assert log_service.unsequenced(session, letter_id=letter_id) == 0
+        commitments = dict(
+            session.execute(
+                select(Signature.position, Signature.receipt_commitment).where(
+                    Signature.letter_id == letter_id
+                )
+            ).all()
+        )
+        logged = session.execute(
+            select(LogEntry.commitment, LogEntry.event, LogEntry.reason)
+            .where(LogEntry.letter_id == letter_id)
+            .order_by(LogEntry.seq)
+        ).all()
+        assert [entry.commitment for entry in logged] == [
+            commitments[position] for position in range(1, N + 3)
+        ]
+        assert {(entry.event, entry.reason) for entry in logged} == {("add", "confirmed")}
+        assert len(set(commitments.values())) == N + 2
 
     with clean_database.read() as session:
         assert signature_count(session, letter_id=letter_id) == N + 2

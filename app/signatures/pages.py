@@ -28,6 +28,7 @@ from app.signatures.breakdown import letter_breakdown
 from app.signatures.moderation import public_comments
 from app.signatures.schemas import SEARCH_PATTERN, SignatureIn
 from app.signatures.timeline import letter_timeline
+from app.signlog import service as signlog
 from app.web import ratelimit
 from app.web.cache import public
 from app.web.client import client_of
@@ -155,6 +156,12 @@ def _letter_page(
             "text": translations.localized(session, letter=letter),
             "header_image": images.header_of(session, letter_id=letter.id),
             "theme_css": accent.theme_path(letter.accent_color) if letter.accent_color else None,
+            # The public log's line under the count (signlog/_checkpoint_line.html): two
+            # indexed reads, the latest checkpoint and the changes queued for the next.
+            "log_checkpoint": signlog.latest(
+                session, request.app.state.settings, letter_id=letter.id, slug=letter.slug
+            ),
+            "log_queued": signlog.unsequenced(session, letter_id=letter.id),
         },
         status_code=status_code,
     )

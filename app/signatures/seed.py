@@ -21,6 +21,12 @@ Rules kept here:
   would be a lie to its readers (D83).
 - PostgreSQL: one COPY; SQLite: executemany in chunks (its FTS5 triggers index every
   row for search).
+- The signature log: every row gets a random receipt commitment (of a secret nobody
+  holds; rising with the position, see `_Rows.chunks`) and a queued `add confirmed`
+  entry in list order, with the hour of its confirmation,
+  so the log counts what the tally counts. Given the settings (the command does), the
+  seed then sequences the letter's log to the end, in batches, in the same transaction:
+  the seeded letter's latest checkpoint counts the tally.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from typing import Any
 from sqlalchemy import insert, text, update
 from sqlalchemy.orm import Session
 
+from app.config import Settings
 from app.db import utcnow
 from app.errors import InvalidInput
 from app.letters.models import (
@@ -50,6 +57,9 @@ from app.letters.models import (
 from app.letters.service import add_to_tally, signature_count
 from app.signatures.addresses import email_hasher
 from app.signatures.models import Signature, SignatureDisplay, SignatureStatus
+from app.signlog.entries import hour_of
+from app.signlog.models import LogEntry, LogEvent, LogReason
+from app.signlog.sequencer import drain
 
 MAX_SEED = 10_000_000
 """The most signatures one `dev seed` adds (positions are 32-bit; this is data for
@@ -156,11 +166,17 @@ COLUMNS = (
     "letter_id", "position", "status", "verified_at", "public_id", "hidden",
     "comment_approved", "organizer_confirmed", "display", "name", "title", "organization",
     "city", "contact_ok", "comment", "comment_public_ok", "version", "show_domain",
-    "name_threshold", "email", "email_hash", "email_domain",
+    "name_threshold", "email", "email_hash", "email_domain", "receipt_commitment",
 )  # fmt: skip
 """What each seeded row sets (the rest: its defaults; `id` from the database)."""
 _PUBLIC_ID = COLUMNS.index("public_id")
 _HASH_OF = itemgetter(COLUMNS.index("email_hash"))
+_LOGGED = itemgetter(COLUMNS.index("position"), COLUMNS.index("verified_at"),
+                     COLUMNS.index("receipt_commitment"))  # fmt: skip
+ENTRY_COLUMNS = ("letter_id", "event", "reason", "hour", "commitment")
+"""What each queued log entry sets (`seq` stays NULL until the sequencer runs)."""
+LOG_BATCH = _CHUNK
+"""Entries per checkpoint when the seed sequences (a million: twenty checkpoints)."""
 
 
 PUBLIC, ANONYMOUS = SignatureDisplay.PUBLIC.value, SignatureDisplay.ANONYMOUS.value
@@ -231,8 +247,15 @@ class _Rows:
         page per row. (A public id is only ever read inside a signed token.)"""
         return self.prefix + _sortable(index) + secrets.token_urlsafe(9)
 
+    def commitment(self, index: int) -> str:
+        """A random receipt commitment (64 hex digits) that rises with `index`: drawn
+        from the index's own slice of the 256-bit range."""
+        low, high = (index << 256) // self.count, ((index + 1) << 256) // self.count
+        return f"{low + secrets.randbelow(high - low):064x}"
+
     def row(self, index: int) -> tuple[Any, ...]:
-        """One signature's values, in `COLUMNS` order."""
+        """One signature's values, in `COLUMNS` order (its receipt commitment empty:
+        `chunks` hands them out)."""
         rng, position = self.rng, self.start + index
         first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
         work = self.organizations or rng.random() < 0.4
@@ -270,16 +293,29 @@ class _Rows:
             None, False, comment_approved, confirmed, display, name,
             title, organization, city, email is not None, comment, comment_public_ok,
             self.letter.version, show_domain, threshold, email, self.hashed(address),
-            domain if show_domain or not anonymous else "",
+            domain if show_domain or not anonymous else "", "",
         )  # fmt: skip
+
+    def entries(self, chunk: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """The chunk's queued log entries (`ENTRY_COLUMNS`), in list order."""
+        letter_id, add, confirmed = self.letter.id, LogEvent.ADD.value, LogReason.CONFIRMED.value
+        return [
+            (letter_id, add, confirmed, hour_of(verified_at), commitment)
+            for _, verified_at, commitment in sorted(map(_LOGGED, chunk))
+        ]
 
     def chunks(self) -> Iterator[list[tuple[Any, ...]]]:
         """The rows a chunk at a time, each chunk in the order of its address hashes and
         with its random public ids handed out in sorted order: the two unique indexes
         on random keys then take each chunk in one sweep instead of a page miss per
-        row (the difference between minutes and seconds once they outgrow the cache)."""
+        row (the difference between minutes and seconds once they outgrow the cache).
+        The random receipt commitments rise with the position (`commitment`): the log's
+        index on commitments takes the entries as appends, when they are queued and
+        again when they are sequenced (a seeded letter's receipt buckets are runs of
+        positions; its commitments are made up anyway)."""
         for begin in range(0, self.count, _CHUNK):
-            chunk = [self.row(index) for index in range(begin, min(begin + _CHUNK, self.count))]
+            end = min(begin + _CHUNK, self.count)
+            chunk = [(*self.row(index)[:-1], self.commitment(index)) for index in range(begin, end)]
             chunk.sort(key=_HASH_OF)
             public_ids = [self.public_id(begin + offset) for offset in range(len(chunk))]
             yield [
@@ -306,18 +342,27 @@ def _copy_line(row: tuple[Any, ...]) -> str:
 
 
 def _copy(session: Session, rows: _Rows) -> None:
-    """PostgreSQL: one COPY on the session's own connection (its transaction)."""
+    """PostgreSQL: COPY on the session's own connection (its transaction), a chunk of
+    signatures then its log entries at a time."""
     connection = session.connection().connection.driver_connection
-    statement = f"COPY signatures ({', '.join(COLUMNS)}) FROM STDIN"
-    with connection.cursor() as cursor, cursor.copy(statement) as copy:  # type: ignore[union-attr]
+    signatures = f"COPY signatures ({', '.join(COLUMNS)}) FROM STDIN"
+    entries = f"COPY log_entries ({', '.join(ENTRY_COLUMNS)}) FROM STDIN"
+    with connection.cursor() as cursor:  # type: ignore[union-attr]
         for chunk in rows.chunks():
-            copy.write("".join([_copy_line(row) for row in chunk]))
+            with cursor.copy(signatures) as copy:
+                copy.write("".join([_copy_line(row) for row in chunk]))
+            with cursor.copy(entries) as copy:
+                copy.write("".join([_copy_line(entry) for entry in rows.entries(chunk)]))
 
 
 def _executemany(session: Session, rows: _Rows) -> None:
     """SQLite (and any other database): executemany, a chunk at a time."""
     for chunk in rows.chunks():
         session.execute(insert(Signature), [dict(zip(COLUMNS, row, strict=True)) for row in chunk])
+        session.execute(
+            insert(LogEntry),
+            [dict(zip(ENTRY_COLUMNS, entry, strict=True)) for entry in rows.entries(chunk)],
+        )
 
 
 def seed_signatures(
@@ -329,9 +374,11 @@ def seed_signatures(
     force: bool = False,
     days: int = DEFAULT_DAYS,
     random_seed: int | None = None,
+    settings: Settings | None = None,
 ) -> Seeded:
     """Adds `count` verified signatures to `letter` after its last position, and moves
-    its counter by as many, in the caller's transaction (see the module's rules)."""
+    its counter by as many, in the caller's transaction (see the module's rules). Their
+    log entries are queued; with `settings`, sequenced too (else the worker will)."""
     check_seed_request(letter, count=count, force=force)
     # The counter row first: its lock orders us with any confirmation of this letter.
     last = session.execute(
@@ -350,8 +397,13 @@ def seed_signatures(
         # Fresh statistics (our own rows count): until autovacuum runs, the planner
         # would take a million-row letter for a small one and pick scans to match.
         session.execute(text("ANALYZE signatures"))
+        session.execute(text("ANALYZE log_entries"))
     else:
         _executemany(session, rows)
+    if settings is not None:
+        # The counter row, locked above, keeps any other entry of this letter from
+        # committing meanwhile: what `drain` needs.
+        drain(session, settings, letter_id=letter.id, limit=LOG_BATCH)
     add_to_tally(session, letter_id=letter.id, delta=count)
     verified = signature_count(session, letter_id=letter.id)
     return Seeded(letter.id, count, start, int(last), verified)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from app.signlog.models import LogHash
@@ -31,7 +31,7 @@ class TableHashes:
                     select(LogHash.idx, LogHash.hash).where(
                         LogHash.letter_id == self.letter_id, LogHash.idx.in_(chunk)
                     )
-                ).tuples()
+                ).all()
             )
         try:
             return [found[i] for i in indexes]
@@ -44,7 +44,7 @@ class TableHashes:
         """Writes `hashes` at stored indexes start, start+1, … (the sequencer's append)."""
         if hashes:
             self.session.execute(
-                LogHash.__table__.insert(),
+                insert(LogHash),
                 [
                     {"letter_id": self.letter_id, "idx": start + offset, "hash": value}
                     for offset, value in enumerate(hashes)

@@ -3,7 +3,11 @@ the session secret), in Go's note signer-key format. The public half, in the not
 verifier-key format, is published at /.well-known/undersigned-log-key.
 
 Its name is BASE_URL's host (and path) when the key is made; each letter's log has its
-own origin, `<host>/letters/<slug>`, so one key signs every letter's checkpoints."""
+own origin, `<host>/letters/<slug>`, so one key signs every letter's checkpoints.
+
+UNDERSIGNED_LOG_KEY, when set, is the key instead of the file: machines that do not
+share DATA_DIR (several workers, several app servers) must sign with one key, or the
+published key would not verify another machine's checkpoints."""
 
 from __future__ import annotations
 
@@ -42,8 +46,16 @@ def _signer(data_dir: Path, name: str) -> Signer:
     )
 
 
+@cache
+def _configured(skey: str) -> Signer:
+    return Signer.parse(skey)  # Settings checked it already (config.check_signer_key)
+
+
 def signer(settings: Settings) -> Signer:
-    """The log's signer (made on first use; the same in every process sharing DATA_DIR)."""
+    """The log's signer: UNDERSIGNED_LOG_KEY, else DATA_DIR/log_key (made on first use;
+    the same in every process sharing DATA_DIR)."""
+    if settings.log_key is not None:
+        return _configured(settings.log_key.get_secret_value())
     return _signer(settings.data_dir.resolve(), log_host(settings).replace("+", "-"))
 
 

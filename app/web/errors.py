@@ -212,6 +212,8 @@ def install(app: FastAPI) -> None:
 
 
 API_PREFIX = "/api/v1"
+DOCUMENTED_OUTSIDE_API = frozenset({"/.well-known/undersigned-log-key"})
+"""Public, machine-read paths outside /api/v1 that are part of its contract."""
 _DEFAULT_422 = "#/components/schemas/HTTPValidationError"
 
 
@@ -227,7 +229,7 @@ def document_api(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         schema = FastAPI.openapi(app)  # cached by FastAPI; the cleaning is idempotent
         paths: dict[str, Any] = schema.get("paths", {})
-        for path in [path for path in paths if not path.startswith(f"{API_PREFIX}/")]:
+        for path in [path for path in paths if not _documented(path)]:
             del paths[path]
         for operations in paths.values():
             for operation in operations.values():
@@ -239,6 +241,10 @@ def document_api(app: FastAPI) -> None:
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _documented(path: str) -> bool:
+    return path.startswith(f"{API_PREFIX}/") or path in DOCUMENTED_OUTSIDE_API
 
 
 def _refs(node: Any) -> set[str]:

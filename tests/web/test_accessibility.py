@@ -49,6 +49,7 @@ from app.signatures.manage import manage_url
 from app.signatures.models import RemovalReason
 from app.signatures.moderation import remove_signature, set_comment_approved, set_hidden
 from app.signatures.service import notify_pending, verify_signature
+from app.signlog.sequencer import sequence_all
 from app.updates.schemas import UpdateIn
 from app.updates.service import queue_update, unsubscribe_url
 from tests.support.browser import axe_violations
@@ -144,6 +145,8 @@ def _seed(database: Database, settings: Settings) -> tuple[str, str, str, str]:
     with database.write() as session:
         assert notify_pending(session, settings=settings)
     assert deliver_due(database, DevMailbox(settings.data_dir / "dev-mail"), settings=settings)
+    # The signature log: a signed checkpoint (the check-count page and the letter's line).
+    assert sequence_all(database, settings) >= len(people)
     return tokens
 
 
@@ -517,6 +520,8 @@ PAGES: dict[str, Callable[[Page, Site], None]] = {
     "privacy": _open("/privacy"),
     "embed": _open(f"/letters/{SLUG}/embed"),
     "letter-spanish": _open(f"/letters/{SLUG}?lang=es"),
+    "check-count": _open(f"/letters/{SLUG}/log"),
+    "receipt": _open("/receipt"),
     **ORGANIZER_PAGES,
 }
 

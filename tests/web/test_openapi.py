@@ -27,6 +27,8 @@ from app.db import Database
 from app.letters.demo import create_demo_letters
 from app.letters.models import Letter, LetterStatus
 from app.signatures.service import verify_signature
+from app.signlog.sequencer import sequence_all
+from app.signlog.well_known import KEY_PATH
 from tests.support.config import make_settings
 from tests.support.databases import truncate
 from tests.support.factories import make_letter, sign, verify_token
@@ -47,6 +49,11 @@ OPERATIONS = {
     ("get", "/api/v1/letters/{slug}/signatures"): {"200", "304", "404", "422", "503"},
     ("post", "/api/v1/letters/{slug}/signatures"): {"202", "404", "409", "413", "422", "503"},
     ("post", "/api/v1/signatures/verify"): {"200", "400", "409", "413", "422", "503"},
+    **{
+        ("get", f"/api/v1/letters/{{slug}}/log/{route}"): {"200", "304", "404", "422", "503"}
+        for route in ("checkpoint", "entries", "proof/inclusion", "proof/consistency", "lookup")
+    },
+    ("get", KEY_PATH): {"200"},
 }
 
 CHECKS = (
@@ -55,8 +62,8 @@ CHECKS = (
     "content_type_conformance",
     "response_schema_conformance",
 )
-MAX_EXAMPLES = 25  # per operation and phase: about 500 requests, 5 to 10 seconds
-TIME_LIMIT = 45.0  # seconds for the whole Schemathesis run; it is killed after that
+MAX_EXAMPLES = 25  # per operation and phase: about 800 requests, 10 to 25 seconds
+TIME_LIMIT = 90.0  # seconds for the whole Schemathesis run; it is killed after that
 
 
 def _schema(client: TestClient) -> dict[str, Any]:
@@ -83,7 +90,8 @@ def test_the_schema_lists_exactly_the_api_and_every_status(client: TestClient) -
         for method, operation in operations.items()
     }
     assert documented == OPERATIONS
-    assert all(path.startswith("/api/v1/") for path in paths)  # no /healthz, /static, /dev
+    # No /healthz, /static, /dev: /api/v1, and the log's key (part of its contract).
+    assert all(path.startswith("/api/v1/") for path in set(paths) - {KEY_PATH})
 
 
 def test_every_error_is_error_out_never_fastapis_validation_error(client: TestClient) -> None:
@@ -123,7 +131,7 @@ def test_the_slug_is_documented_with_an_example_that_exists(client: TestClient) 
 
 def _seed(database: Database, settings: Settings) -> None:
     """The demo letters (open), a closed letter (409s), and verified signers on
-    `ice-out`, public and anonymous (a signer list with real items)."""
+    `ice-out`, public and anonymous (a signer list with real items), in its log."""
     with database.write() as session:
         create_demo_letters(session)
         make_letter(session, slug="closed-letter", status=LetterStatus.CLOSED)
@@ -135,6 +143,7 @@ def _seed(database: Database, settings: Settings) -> None:
         ):
             signature = sign(session, letter, settings, **person)
             verify_signature(session, token=verify_token(settings, signature), settings=settings)
+    sequence_all(database, settings)  # the signature log of `ice-out` has entries
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -220,6 +229,7 @@ def test_schemathesis_finds_nothing(live_api: str, tmp_path: Path) -> None:
     # The seeded data was reached, not only 404s and 422s.
     seen = _statuses_seen(har)
     assert ("GET", "/api/v1/letters/ice-out", 200) in seen, output
+    assert ("GET", "/api/v1/letters/ice-out/log/checkpoint", 200) in seen, output
     assert any(
         method == "POST" and path.endswith("/signatures") and status == 202
         for method, path, status in seen
