@@ -395,11 +395,14 @@
     } else {
       kind = "removed";
       var when = new Date(found.decided.hour);
-      var reason = result.getAttribute("data-m-reason-" + found.decided.reason) || found.decided.reason;
-      verdict = message("removed", {
-        date: isNaN(when) ? found.decided.hour : new Intl.DateTimeFormat(lang, { dateStyle: "long", timeZone: "UTC" }).format(when),
-        reason: reason,
-      });
+      var date = isNaN(when) ? found.decided.hour : new Intl.DateTimeFormat(lang, { dateStyle: "long", timeZone: "UTC" }).format(when);
+      if (found.decided.reason === "withdrawn") {
+        // The signer's own choice: not "removed".
+        verdict = message("withdrawn", { date: date });
+      } else {
+        var reason = result.getAttribute("data-m-reason-" + found.decided.reason) || found.decided.reason;
+        verdict = message("removed", { date: date, reason: reason });
+      }
     }
     var link = document.createElement("a");
     link.href = "/letters/" + encodeURIComponent(found.slug) + "/log";

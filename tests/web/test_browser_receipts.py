@@ -3,7 +3,7 @@
 Sign, open the confirmation link from the dev mailbox (its fragment holds the receipt
 code), confirm: the thanks box shows the receipt, once. After a sequencer pass the
 receipt link's page checks the receipt in the browser: counted; after a withdrawal,
-removed (withdrawn); a second signer removed by a moderator as a duplicate, removed
+withdrawn; a second signer removed by a moderator as a duplicate, removed
 (duplicate). Every request the check makes is recorded: none carries the secret or the
 whole commitment (only `receipt_prefix` digits of it), the entries fetched are an
 aligned block of 256, and no cookie goes with them. A log whose answers were tampered
@@ -349,7 +349,7 @@ def test_a_receipt_from_confirmation_to_removal(browser: Browser, live: Live) ->
     size += 2
     today = utcnow().strftime("%B %-d, %Y")
     checked = check_receipt(browser, live, first_code, name="receipt-03-withdrawn")
-    assert checked.verdict == f"Your signature was removed on {today}, reason: withdrawn by you."
+    assert checked.verdict == f"You withdrew your signature on {today}: it is no longer counted."
     assert_private(checked, first_code, live, size=size, index=size - 2)
     checked = check_receipt(browser, live, second_code)
     assert checked.verdict == f"Your signature was removed on {today}, reason: a duplicate."
