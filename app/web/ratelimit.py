@@ -354,13 +354,16 @@ RESPONSE_429 = {
 
 
 def _document_429(app: FastAPI) -> None:
-    """Every /api/v1 route counts against the API limit, so each documents a 429. Only
-    with RATE_LIMITS on: off, no route can send one."""
+    """Every /api/v1 route counts against the API limit, so each documents a 429 (the
+    other documented paths, such as the log key, are not limited). Only with RATE_LIMITS
+    on: off, no route can send one."""
     schema_of = app.openapi
 
     def openapi() -> dict[str, Any]:
         schema = schema_of()
-        for operations in schema.get("paths", {}).values():
+        for path, operations in schema.get("paths", {}).items():
+            if not path.startswith("/api/v1/"):
+                continue
             for operation in operations.values():
                 responses: dict[str, Any] = operation.setdefault("responses", {})
                 responses.setdefault("429", RESPONSE_429)
