@@ -9,20 +9,19 @@
 // 2. The letter page's thanks box ([data-receipt-thanks]): shows that code once.
 // 3. /receipt (form[data-receipt-check]): checks the code against the letter's public
 //    log without telling the server which entry is the reader's: it fetches the
-//    checkpoint, the bucket of entries whose commitments share a short prefix, the
-//    aligned block of 256 entries holding the reader's, and the inclusion proof of that
-//    block's first entry; it checks that the proof's first hashes are the block's own
-//    subtree path (so every leaf of the block, the reader's among them, is in the tree)
-//    and that the proof leads to the root the signed checkpoint states (RFC 9162
-//    2.1.3.2, as app/transparency/merkle.py verify_inclusion), and the checkpoint's
-//    Ed25519 signature with the key written into the page, where the browser can.
+//    checkpoint, the bucket of entries whose commitments share a short prefix, and the
+//    inclusion proofs of the reader's entry and of up to 31 others of the bucket, at
+//    random, in a random order; it checks that the reader's proof leads from its leaf
+//    to the root the signed checkpoint states (RFC 9162 2.1.3.2, as
+//    app/transparency/merkle.py verify_inclusion), and the checkpoint's Ed25519
+//    signature with the key written into the page, where the browser can.
 (function () {
   "use strict";
 
   var STORAGE_PREFIX = "undersigned-receipt:";
   var CODE = /^([a-z0-9]+(?:-[a-z0-9]+)*):([A-Za-z0-9_-]{43})$/;
   var SLUG_MAX = 80;
-  var BLOCK = 256;
+  var DECOYS = 31; // proofs asked for besides the reader's: the server sees up to 32
   var LEAF_PREFIX = "undersigned-log/v1";
 
   // --- The receipt code -------------------------------------------------------------
@@ -193,27 +192,18 @@
     return sha256(concat([NODE, left, right]));
   }
 
-  function splitPoint(n) {
-    var k = 1;
-    while (k * 2 < n) k *= 2;
-    return k; // the largest power of two below n (n >= 2)
-  }
-
-  // RFC 6962 MTH of leaf hashes (n >= 1).
-  async function treeHash(hashes) {
-    if (hashes.length === 1) return hashes[0];
-    var k = splitPoint(hashes.length);
-    var halves = await Promise.all([treeHash(hashes.slice(0, k)), treeHash(hashes.slice(k))]);
-    return nodeHash(halves[0], halves[1]);
-  }
-
-  // RFC 6962 PATH(0, D[0:n]) from the leaf hashes: what the inclusion proof of the
-  // block's first entry must start with.
-  async function firstLeafPath(hashes) {
-    if (hashes.length <= 1) return [];
-    var k = splitPoint(hashes.length);
-    var parts = await Promise.all([firstLeafPath(hashes.slice(0, k)), treeHash(hashes.slice(k))]);
-    return parts[0].concat([parts[1]]);
+  // A random order (Fisher-Yates with the browser's cryptographic random numbers).
+  function shuffled(list) {
+    var out = list.slice();
+    var random = new Uint32Array(1);
+    for (var i = out.length - 1; i > 0; i--) {
+      crypto.getRandomValues(random);
+      var j = random[0] % (i + 1);
+      var kept = out[i];
+      out[i] = out[j];
+      out[j] = kept;
+    }
+    return out;
   }
 
   // RFC 9162 2.1.3.2, as app/transparency/merkle.py verify_inclusion.
@@ -346,26 +336,28 @@
     var index = deciding.index;
     var decided = parseLeaf(deciding.leaf);
 
-    // The aligned block holding it: the server learns only which block.
-    var start = index - (index % BLOCK);
-    var end = Math.min(start + BLOCK, size);
-    var block = await getJson(api + "/entries?start=" + start + "&end=" + end);
-    var entries = block.entries || [];
-    if (entries.length !== end - start) throw new Failed("block length");
-    entries.forEach(function (entry, i) {
-      if (entry.index !== start + i) throw new Failed("block order");
+    // Its inclusion proof, asked for together with the proofs of up to DECOYS other
+    // entries of the same bucket, chosen at random, all at once in a random order: the
+    // server sees a group of entries that share the prefix, never which one is the
+    // reader's. (Asking for the entry's own block instead would narrow a big log's
+    // bucket down to one entry.)
+    var seen = {};
+    seen[index] = true;
+    var others = [];
+    (bucket.entries || []).forEach(function (entry) {
+      if (entry.index < size && !seen[entry.index]) {
+        seen[entry.index] = true;
+        others.push(entry.index);
+      }
     });
-    if (entries[index - start].leaf !== deciding.leaf) throw new Failed("leaf");
-    var hashes = await Promise.all(entries.map(function (entry) { return leafHash(entry.leaf); }));
-
-    var proof = await getJson(api + "/proof/inclusion?index=" + start + "&size=" + size);
+    var asked = shuffled([index].concat(shuffled(others).slice(0, DECOYS)));
+    var proofs = await Promise.all(asked.map(function (at) {
+      return getJson(api + "/proof/inclusion?index=" + at + "&size=" + size);
+    }));
+    var proof = proofs[asked.indexOf(index)];
+    if (proof.index !== index || proof.size !== size) throw new Failed("proof for another entry");
     var proofHashes = (proof.hashes || []).map(base64ToBytes);
-    var inBlock = await firstLeafPath(hashes);
-    if (proofHashes.length < inBlock.length) throw new Failed("proof too short");
-    inBlock.forEach(function (hash, i) {
-      if (!equal(hash, proofHashes[i])) throw new Failed("block path");
-    });
-    await verifyInclusion(hashes[0], start, size, proofHashes, signed.root);
+    await verifyInclusion(await leafHash(deciding.leaf), index, size, proofHashes, signed.root);
 
     return { decided: decided, index: index, size: size, signed: signed.signed, slug: receipt.slug };
   }

@@ -3,10 +3,11 @@
 The page is the same for everyone and cacheable: the receipt code travels in the URL's
 fragment (`/receipt#<slug>:<secret>`), which a browser never sends, and the check runs
 in `static/receipt.js`, which asks the public log API only for what many receipts share
-(a checkpoint, a bucket of entries by a short commitment prefix, an aligned block of
-entries and that block's proof). The server renders no receipt, ever. The log's public
-key is written into the page so the script checks the checkpoint's signature with the
-key this site publishes rather than with one an API answer names."""
+(a checkpoint, a bucket of entries by a short commitment prefix, and the inclusion
+proofs of a random group of that bucket's entries, the reader's among them). The server
+renders no receipt, ever. The log's public key is written into the page so the script
+checks the checkpoint's signature with the key this site publishes rather than with one
+an API answer names."""
 
 from __future__ import annotations
 

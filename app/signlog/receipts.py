@@ -2,7 +2,7 @@
 (`ice-out:3q2-…`) and as a link whose fragment holds the code (`/receipt#ice-out:3q2-…`).
 A browser never sends a fragment to the server: the receipt page checks the code in the
 page (`static/receipt.js`), asking the server only for a bucket of entries whose
-commitments share a short prefix, a block of entries and that block's proof."""
+commitments share a short prefix, and the proofs of a random group of those entries."""
 
 from __future__ import annotations
 

@@ -5,15 +5,15 @@ code), confirm: the thanks box shows the receipt, once. After a sequencer pass t
 receipt link's page checks the receipt in the browser: counted; after a withdrawal,
 withdrawn; a second signer removed by a moderator as a duplicate, removed
 (duplicate). Every request the check makes is recorded: none carries the secret or the
-whole commitment (only `receipt_prefix` digits of it), the entries fetched are an
-aligned block of 256, and no cookie goes with them. A log whose answers were tampered
-with (an entry of the block rewritten; a checkpoint's root replaced and re-signed with
-the real key) makes the check fail.
+whole commitment (only `receipt_prefix` digits of it), no entries are fetched, the
+inclusion proofs asked for are the reader's and up to 31 others of its bucket, and no
+cookie goes with them. A log whose answers were tampered with (the reader's own entry
+rewritten; a checkpoint's root replaced and re-signed with the real key) makes the
+check fail.
 
-So that the check's block arithmetic and the bucket prefix are exercised, 1,100 other
-entries (random commitments) join the log between the two signers: the log then has
-1,102 entries, `receipt_prefix` is 1, the first signer's block is the full [0, 256) and
-the second's the partial [1024, 1102)."""
+So that the bucket prefix is exercised, 1,100 other entries (random commitments) join
+the log between the two signers: the log then has 1,102 entries and `receipt_prefix` is
+1, so a bucket holds about 69 entries, of which the check asks for 32 proofs."""
 
 from __future__ import annotations
 
@@ -193,11 +193,12 @@ def check_receipt(
 
 def assert_private(checked: Checked, code: str, live: Live, *, size: int, index: int) -> None:
     """What the check sent: no secret, no whole commitment, a prefix of receipt_prefix
-    digits, an aligned block, the first entry's proof, no cookie."""
+    digits, no entries, and the proofs of its own entry and of up to 31 other entries of
+    the same bucket (all of them when the bucket is smaller), no cookie."""
     slug, commitment = parse_receipt_code(code)
     secret = code.rpartition(":")[2]
     api = live.url(f"/api/v1/letters/{slug}/log/")
-    calls: dict[str, dict[str, list[str]]] = {}
+    calls: dict[str, list[dict[str, list[str]]]] = {}
     for url, body, headers in checked.seen.requests:
         assert secret not in url and secret not in body
         assert commitment not in url.lower() and commitment not in body.lower()
@@ -206,12 +207,28 @@ def assert_private(checked: Checked, code: str, live: Live, *, size: int, index:
         if url.startswith(api):
             assert "cookie" not in {name.lower() for name in headers}
             parts = urlsplit(url)
-            calls[parts.path.rsplit("/log/", 1)[1]] = parse_qs(parts.query, keep_blank_values=True)
+            query = parse_qs(parts.query, keep_blank_values=True)
+            calls.setdefault(parts.path.rsplit("/log/", 1)[1], []).append(query)
     prefix_digits = 1 if size >= 1024 else 0
-    assert calls["lookup"] == {"prefix": [commitment[:prefix_digits]]}
-    start = index - index % 256
-    assert calls["entries"] == {"start": [str(start)], "end": [str(min(start + 256, size))]}
-    assert calls["proof/inclusion"] == {"index": [str(start)], "size": [str(size)]}
+    prefix = commitment[:prefix_digits]
+    assert calls["lookup"] == [{"prefix": [prefix]}]
+    assert "entries" not in calls  # no block: with the bucket it would single the entry out
+    asked = [int(query["index"][0]) for query in calls["proof/inclusion"]]
+    assert {query["size"][0] for query in calls["proof/inclusion"]} == {str(size)}
+    with live.database.read() as session:
+        bucket = set(
+            session.scalars(
+                select(LogEntry.seq).where(
+                    LogEntry.letter_id
+                    == session.scalar(select(Letter.id).where(Letter.slug == slug)),
+                    LogEntry.commitment.startswith(prefix),
+                    LogEntry.seq < size,
+                )
+            )
+        )
+    assert index in asked and len(set(asked)) == len(asked)
+    assert set(asked) <= bucket
+    assert len(asked) == min(32, len(bucket))
     assert "checkpoint" in calls
     assert checked.seen.errors == []
 
@@ -374,21 +391,22 @@ def test_a_receipt_from_confirmation_to_removal(browser: Browser, live: Live) ->
     with live.database.write() as session:
         latest_checkpoint(session, letter_id).note = signed_note
 
-    # 7. A tampered log fails the check: an entry of the block rewritten...
+    # 7. A tampered log fails the check: the signer's own entry rewritten (its removal
+    # made to say "bot"): its leaf no longer leads to the signed root...
     with live.database.write() as session:
-        neighbour = session.scalars(
-            select(LogEntry).where(LogEntry.letter_id == letter_id, LogEntry.seq == 1030)
+        own = session.scalars(
+            select(LogEntry).where(LogEntry.letter_id == letter_id, LogEntry.seq == size - 1)
         ).one()
-        original = neighbour.commitment
-        neighbour.commitment = "0" * 64
+        original = own.reason
+        own.reason = LogReason.BOT.value
     checked = check_receipt(browser, live, second_code)
     assert checked.verdict.startswith("The check failed"), checked.verdict
-    assert checked.failure == "block path"
+    assert checked.failure == "root"
     with live.database.write() as session:
         session.execute(
             update(LogEntry)
-            .where(LogEntry.letter_id == letter_id, LogEntry.seq == 1030)
-            .values(commitment=original)
+            .where(LogEntry.letter_id == letter_id, LogEntry.seq == size - 1)
+            .values(reason=original)
         )
     assert check_receipt(browser, live, second_code).verdict.startswith("Your signature was")
 
