@@ -37,7 +37,13 @@ def hour_text(hour: datetime) -> str:
 
 
 def leaf_text(event: str, reason: str, hour: datetime, commitment: str) -> str:
-    return f"{LEAF_PREFIX} {event} {reason} {hour_text(hour)} {commitment}"
+    return leaf_line(event, reason, hour_text(hour), commitment)
+
+
+def leaf_line(event: str, reason: str, hour: str, commitment: str) -> str:
+    """The leaf with its hour already written out (`hour_text`): the sequencer writes
+    each hour of a batch once."""
+    return f"{LEAF_PREFIX} {event} {reason} {hour} {commitment}"
 
 
 def leaf_bytes(entry: LogEntry) -> bytes:

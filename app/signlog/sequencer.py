@@ -33,7 +33,7 @@ from app.config import Settings
 from app.db import Database, upsert, utcnow
 from app.letters.models import Letter
 from app.signlog import keys
-from app.signlog.entries import LEAF_PREFIX, hour_text
+from app.signlog.entries import hour_text, leaf_line
 from app.signlog.hashes import TableHashes
 from app.signlog.models import LogCheckpoint, LogEntry, LogEvent, LogHead
 from app.transparency import merkle
@@ -274,8 +274,7 @@ def _leaves(rows: list[_Row]) -> tuple[list[bytes], int]:
         when = hours.get(hour)
         if when is None:
             when = hours[hour] = hour_text(hour)
-        # entries.leaf_text, inlined: a seed sequences a million of these.
-        leaves.append(leaf_hash(f"{LEAF_PREFIX} {event} {reason} {when} {commitment}".encode()))
+        leaves.append(leaf_hash(leaf_line(event, reason, when, commitment).encode()))
         added += event == add
     return leaves, added
 
