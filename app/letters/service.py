@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import re
+import threading
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import nh3
 from markdown_it import MarkdownIt
 from markdown_it.renderer import RendererHTML
 from markdown_it.token import Token
-from sqlalchemy import Select, and_, bindparam, case, select, update
+from sqlalchemy import Engine, Select, and_, bindparam, case, event, inspect, select, update
 from sqlalchemy.orm import Session, defer
 
 from app import urls
@@ -234,14 +237,73 @@ def get_public_letter(
     return _found(row[0], row[1], now or utcnow())
 
 
+_LETTER_COLUMNS = inspect(Letter).column_attrs
+_clock = time.monotonic
+SIGNING_CACHE_SECONDS = 1.0
+"""How long a process reuses a letter it loaded for signing (`get_letter_for_signing`)."""
+
+
+@dataclass
+class _SigningLetters:
+    """One engine's letters loaded for signing: slug -> (monotonic deadline, letter)."""
+
+    letters: dict[str, tuple[float, Letter]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_signing_letters: WeakKeyDictionary[Engine, _SigningLetters] = WeakKeyDictionary()
+_signing_letters_lock = threading.Lock()
+
+
+def _signing_cache(session: Session) -> _SigningLetters:
+    bind = session.get_bind()
+    engine = bind if isinstance(bind, Engine) else bind.engine
+    with _signing_letters_lock:
+        cache = _signing_letters.get(engine)
+        if cache is None:
+            cache = _signing_letters[engine] = _SigningLetters()
+        return cache
+
+
+@event.listens_for(Letter, "after_insert")
+@event.listens_for(Letter, "after_update")
+@event.listens_for(Letter, "after_delete")
+def forget_signing_letters(*_: Any) -> None:
+    """A letter made or changed in this process (published, closed, its rules or text
+    edited): signing here sees it at once. Other processes see it within
+    SIGNING_CACHE_SECONDS."""
+    with _signing_letters_lock:
+        caches = list(_signing_letters.values())
+    for cache in caches:
+        with cache.lock:
+            cache.letters.clear()
+
+
 def get_letter_for_signing(session: Session, *, slug: str) -> Letter:
     """A published letter, for signing. Not locked: a letter closed while someone signs
-    may still get a pending signature, but `verify_signature` refuses to count it."""
+    may still get a pending signature, but `verify_signature` refuses to count it.
+
+    Every sign request needs it, so each process keeps what it loaded for
+    SIGNING_CACHE_SECONDS, detached and read only (D182): the busiest letter costs one
+    query a second per process instead of one per signature. A change made elsewhere
+    reaches signing within that second, which a confirmation checks again anyway (the
+    letter still open); a draft or unknown slug is never kept."""
     if not is_slug(slug):
         raise LetterNotFound()
+    cache = _signing_cache(session)
+    now = _clock()
+    with cache.lock:
+        kept = cache.letters.get(slug)
+    if kept is not None and kept[0] > now:
+        return kept[1]
     letter = session.scalar(select(Letter).where(Letter.slug == slug))
     if letter is None or letter.status == LetterStatus.DRAFT:
         raise LetterNotFound()
+    # Shared between requests and threads: a copy of its columns that belongs to no
+    # session, so it is never refreshed, flushed nor changed (the session keeps its own).
+    columns = {column.key: getattr(letter, column.key) for column in _LETTER_COLUMNS}
+    with cache.lock:
+        cache.letters[slug] = (now + SIGNING_CACHE_SECONDS, Letter(**columns))
     return letter
 
 

@@ -100,8 +100,10 @@ class PendingSignature(SignerFields, Base):
         Index("ix_pending_signatures_address", "letter_id", "email_hash"),
         Index("ix_pending_signatures_due", "state", "due_at"),
         Index("ix_pending_signatures_expires_at", "expires_at"),
-        # The activity page: a letter's submissions in a time window.
-        Index("ix_pending_signatures_letter_id_created_at", "letter_id", "created_at"),
+        # The activity page: a letter's submissions in a time window. The time leads,
+        # so that the address lookups never pick this smaller index over the address
+        # index while a fresh table has no statistics yet (D181).
+        Index("ix_pending_signatures_created_at_letter_id", "created_at", "letter_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

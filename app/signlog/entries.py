@@ -17,8 +17,9 @@ import hashlib
 import secrets
 from collections.abc import Iterable
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import insert
+from sqlalchemy import Table, insert
 from sqlalchemy.orm import Session
 
 from app.signlog.models import LogEntry, LogEvent, LogReason
@@ -70,8 +71,9 @@ def commitment_of(secret: str) -> str:
     return hashlib.sha256(raw).hexdigest()
 
 
-_INSERT = insert(LogEntry)
-"""Built once: an executemany of (letter_id, event, reason, hour, commitment)."""
+_INSERT = insert(cast(Table, LogEntry.__table__))
+"""Built once, on the table (no ORM bulk machinery): an executemany of (letter_id, event,
+reason, hour, commitment)."""
 
 
 def record(

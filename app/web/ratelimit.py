@@ -133,6 +133,9 @@ class RateLimits:
         ).digest()
         self._warned_at = -math.inf
         self.window: MovingWindowRateLimiter | None = None
+        # Whether counting does network I/O (Redis): then the dependencies count in a
+        # thread, never on the event loop.
+        self.blocking = self.enabled and not settings.rate_limit_storage.startswith("memory")
         if self.enabled:
             self.window = MovingWindowRateLimiter(_storage(settings))
 
@@ -237,17 +240,31 @@ def check(
 
 
 # --- Dependencies ----------------------------------------------------------------------
-# Sync on purpose: Redis calls block, so FastAPI runs these in its thread pool.
+# Async, and the counting itself in a thread only when the storage is Redis (its calls
+# block): with the memory storage, or limits off, a thread hop per dependency cost more
+# than the check (a sign request made four hops, and each hands the interpreter lock
+# over twice).
 
 
-def limit_api(request: Request) -> None:
+async def _counted(request: Request, count: Callable[[], None]) -> None:
+    if limits_of(request).blocking:
+        await anyio.to_thread.run_sync(count)
+    else:
+        count()
+
+
+async def limit_api(request: Request) -> None:
     """Every /api/v1 route (a router dependency)."""
-    check(request, API)
+    await _counted(request, partial(check, request, API))
 
 
-def limit_signing(request: Request, slug: str) -> None:
+async def limit_signing(request: Request, slug: str) -> None:
     """A letter's sign routes: the form and the API count together. Every request also
     counts towards the letter's signing rate (proof of work in auto mode)."""
+    await _counted(request, partial(_limit_signing, request, slug))
+
+
+def _limit_signing(request: Request, slug: str) -> None:
     check(request, SIGN, letter_slug=slug)
     limits = limits_of(request)
     if limits.enabled:

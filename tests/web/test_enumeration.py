@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.letters.models import Letter
+from app.letters.service import forget_signing_letters
 from app.signatures.service import notify_pending, sign_letter
 from tests.support.factories import make_letter, sign, sign_and_confirm, signature_in
 from tests.web.flows import add_letter, deliver
@@ -49,6 +50,9 @@ def _prepare(session: Session, letter: Letter, settings: Settings, state: str, n
 
 @contextmanager
 def _statements(session: Session) -> Iterator[list[str]]:
+    """The statements run inside the block. Every block starts with no letter kept for
+    signing (`get_letter_for_signing` keeps one a second per process, whoever signs)."""
+    forget_signing_letters()
     seen: list[str] = []
     engine = session.get_bind()
 
