@@ -198,4 +198,9 @@ def sign_letter(
 def verify_signature(data: VerifyIn, session: WriteSession, settings: AppSettings) -> VerifyOut:
     """Confirms a signature with the token from its email link."""
     signatures.verify_signature(session, token=data.token, settings=settings)
+    # Committed here, in the endpoint's thread: the letter's counter row, locked by the
+    # confirmation's last statement, is free one round trip later, not after the answer's
+    # validation and a hop back through a busy event loop to WriteSession's teardown
+    # (D183). The teardown then has nothing left to commit.
+    session.commit()
     return VerifyOut()
