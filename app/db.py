@@ -19,13 +19,17 @@ Public reads may go to a read replica (`Database.use_read_url`, `public_read()`)
 from __future__ import annotations
 
 import re
+import sqlite3
 import threading
+import time
+from collections import deque
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+from weakref import WeakValueDictionary
 
 from sqlalchemy import (
     URL,
@@ -41,6 +45,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, ExceptionContext
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -144,9 +149,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             # A fixed pool, like PostgreSQL's (an in-memory database has a pool of its own).
             kwargs.setdefault("pool_size", DEFAULT_POOL_SIZE)
             kwargs.setdefault("max_overflow", 0)
-        kwargs.setdefault("connect_args", {}).setdefault("timeout", 30)
+        kwargs.setdefault("connect_args", {}).setdefault("timeout", SQLITE_BUSY_SECONDS)
         engine = create_engine(url, **kwargs)
-        _tune_sqlite(engine)
+        file_database = bool(database) and database != ":memory:"
+        _tune_sqlite(engine, _write_queue(str(database)) if file_database else None)
         return engine
     # A fixed pool (no overflow): app/web/deps.py admits at most `request_slots` requests
     # holding a session at once, so no request ever waits for a connection while it
@@ -189,7 +195,159 @@ def _scrub_postgres_error(context: ExceptionContext) -> None:
         wrapped.args = (f"({kind.__module__}.{kind.__name__}) {message}",)
 
 
-def _tune_sqlite(engine: Engine) -> None:
+SQLITE_BUSY_SECONDS = 30
+"""SQLite's busy timeout: how long a writer waits for another process's write lock (the
+CLI, a worker run apart), and for its turn in this process's write queue."""
+
+
+class _Turn:
+    """One write transaction's place in a `WriteQueue`."""
+
+    __slots__ = ("blocks", "passed_over", "signalled", "wake")
+
+    def __init__(self, blocks: tuple[object, ...]) -> None:
+        self.blocks = blocks
+        """The write blocks open in the thread that asked, when it asked."""
+        self.wake = threading.Lock()
+        self.wake.acquire()
+        self.signalled = False
+        """`wake` is released and not yet taken (under the queue's mutex)."""
+        self.passed_over = False
+        """Woken at the head of the line and beaten to the turn by a newcomer."""
+
+
+class WriteQueue:
+    """Turns at one SQLite file's write lock within this process, in a line (D178).
+    SQLite's busy handler polls with growing sleeps: whoever polls at the right moment
+    barges in, some writers wait seconds, and the lock lies idle while all of them
+    sleep. Here a writer that finds the turn taken joins the line before `BEGIN
+    IMMEDIATE`; giving the turn back wakes the head of the line (its own wake-up lock:
+    no herd). A writer arriving just then, already running, may take the free turn
+    first (waiting for the woken thread to be scheduled would leave the lock idle and
+    cost a fifth of the throughput, measured), but only once per head: a head passed
+    over is handed the next turn directly. So a writer in line waits for at most two
+    turns per writer ahead of it. The busy timeout still arbitrates between processes.
+
+    A turn is taken just before `BEGIN IMMEDIATE` (in the thread that runs the first
+    statement) and given back when the connection goes back to the pool (after COMMIT or
+    ROLLBACK, by whichever thread ends the session; also when it is invalidated or
+    detached): a turn belongs to a connection, not to a thread."""
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._holder: _Turn | None = None
+        self._waiting: deque[_Turn] = deque()
+
+    def acquire(
+        self, blocks: tuple[object, ...] = (), timeout: float = SQLITE_BUSY_SECONDS
+    ) -> _Turn:
+        """Waits for a turn: at most `timeout` seconds, then `TimeoutError`."""
+        turn = _Turn(blocks)
+        with self._mutex:
+            if self._holder is None:
+                self._holder = turn
+                return turn
+            self._waiting.append(turn)
+        deadline = time.monotonic() + timeout
+        while True:
+            woken = turn.wake.acquire(timeout=max(0.0, deadline - time.monotonic()))
+            with self._mutex:
+                if self._holder is turn:  # handed over
+                    return turn
+                if woken:
+                    turn.signalled = False
+                if self._holder is None:  # free: the head of the line takes it
+                    self._waiting.remove(turn)
+                    self._holder = turn
+                    return turn
+                if not woken:
+                    self._waiting.remove(turn)
+                    raise TimeoutError
+                turn.passed_over = True  # a newcomer was quicker; next time it's ours
+
+    def release(self, turn: _Turn) -> None:
+        """Wakes the head of the line. Releasing twice is a no-op (it runs in a pool
+        event, which must not raise)."""
+        with self._mutex:
+            if self._holder is not turn:
+                return
+            self._holder = None
+            if not self._waiting:
+                return
+            head = self._waiting[0]
+            if head.passed_over or head.signalled:  # woken before, and someone else won
+                self._waiting.popleft()
+                self._holder = head
+            if not head.signalled:
+                head.signalled = True
+                head.wake.release()
+
+    def held_inside(self, blocks: list[object]) -> bool:
+        """Whether the turn is held by a transaction begun inside one of `blocks` (this
+        thread's open write blocks): waiting for it would wait forever."""
+        holder = self._holder
+        return holder is not None and any(block in blocks for block in holder.blocks)
+
+    @property
+    def held(self) -> bool:
+        return self._holder is not None
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+
+_write_queues: WeakValueDictionary[str, WriteQueue] = WeakValueDictionary()
+_write_queues_lock = threading.Lock()
+
+
+def _write_queue(database: str) -> WriteQueue:
+    """One queue per database file and process, shared by its engines."""
+    key = str(Path(database).resolve())
+    with _write_queues_lock:
+        queue = _write_queues.get(key)
+        if queue is None:
+            queue = _write_queues[key] = WriteQueue()
+        return queue
+
+
+_open_blocks = threading.local()
+
+
+def _blocks_here() -> list[object]:
+    """This thread's open `Database.write()`/`write_connection()` blocks (SQLite files)."""
+    blocks: list[object] | None = getattr(_open_blocks, "blocks", None)
+    if blocks is None:
+        blocks = _open_blocks.blocks = []
+    return blocks
+
+
+class _WriteBlock:
+    """Marks a `Database.write()` or `write_connection()` block as open in the thread
+    that enters it, so that a write transaction begun inside it while one begun inside it
+    holds the turn is refused instead of waiting for itself. The block may end in
+    another thread (app/web/deps.py enters it on the event loop and commits in a thread
+    of its own): the mark leaves the list of the thread that made it."""
+
+    __slots__ = ("_blocks",)
+
+    def __enter__(self) -> None:
+        self._blocks = _blocks_here()
+        self._blocks.append(self)
+
+    def __exit__(self, *_exc: object) -> None:
+        self._blocks.remove(self)
+
+
+_NO_BLOCK = nullcontext()
+"""PostgreSQL and in-memory SQLite: no queue, nothing to mark."""
+
+
+_TURN = "undersigned_write_turn"
+"""Key of a connection's held turn in its pool record's `record_info`."""
+
+
+def _tune_sqlite(engine: Engine, queue: WriteQueue | None) -> None:
     @event.listens_for(engine, "connect")
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN below
@@ -197,7 +355,7 @@ def _tune_sqlite(engine: Engine) -> None:
         for pragma in (
             "journal_mode=WAL",
             "foreign_keys=ON",
-            "busy_timeout=30000",
+            f"busy_timeout={SQLITE_BUSY_SECONDS * 1000}",
             "secure_delete=ON",
             "synchronous=NORMAL",
         ):
@@ -205,12 +363,55 @@ def _tune_sqlite(engine: Engine) -> None:
         cursor.close()
 
     @event.listens_for(engine, "begin")
-    def on_begin(connection: Any) -> None:
+    def on_begin(connection: Connection) -> None:
         options = connection.get_execution_options()
         if options.get("undersigned_read"):
             return  # each statement is its own implicit transaction
-        immediate = options.get("undersigned_write", False)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        if not options.get("undersigned_write", False):
+            connection.exec_driver_sql("BEGIN")
+            return
+        record = connection.connection.record_info
+        if queue is None or record is None or _TURN in record:
+            # No queue (in-memory), or this connection has held its turn since an
+            # earlier transaction (a bare connection that was not given back).
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            return
+        blocks = _blocks_here()
+        if blocks and queue.held_inside(blocks):
+            raise RuntimeError(
+                "A write transaction was opened inside another one on the same SQLite "
+                "database, in the same thread: it would wait for the first one forever. "
+                "Finish the first write (or use its session) before starting another."
+            )
+        try:
+            turn = queue.acquire(tuple(blocks))
+        except TimeoutError:
+            raise OperationalError(
+                "BEGIN IMMEDIATE",
+                None,
+                sqlite3.OperationalError(
+                    f"database is locked (no write turn in {SQLITE_BUSY_SECONDS} s)"
+                ),
+            ) from None
+        try:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            queue.release(turn)
+            raise
+        record[_TURN] = turn
+
+    if queue is None:
+        return
+
+    def give_back(_dbapi_connection: Any, record: Any) -> None:
+        turn = record.record_info.pop(_TURN, None)
+        if turn is not None:
+            queue.release(turn)
+
+    # After COMMIT or ROLLBACK (`write()` and `write_connection()` give the connection
+    # back right after), or an invalidation (which closes the SQLite connection).
+    event.listen(engine, "checkin", give_back)
+    event.listen(engine, "detach", give_back)
 
 
 def upsert(session: Session, model: type[Any]) -> Any:
@@ -228,6 +429,8 @@ class Database:
     - `write()`: one transaction, committed when the block ends and rolled back on any
       error; `BEGIN IMMEDIATE` on SQLite, so concurrent writers queue for the lock
       instead of failing with "database is locked" when a read turns into a write.
+      Within a process they queue first come first served (`WriteQueue`, D178); a
+      write begun inside another one's block in the same thread is refused.
     - `read()`: no transaction at all (autocommit), so ending it costs no round trip.
       Each statement sees committed data; a page that runs two queries may see a
       signature arrive between them, which a page can live with. Never write through it.
@@ -250,6 +453,8 @@ class Database:
         self.pool_size: int = size() if callable(size) else DEFAULT_POOL_SIZE
         self._ping_lock = threading.Lock()
         self._writer = self.engine.execution_options(**WRITE)
+        self.write_queue: WriteQueue | None = self._queue_of(url)
+        """SQLite file: this process's queue of writers (D178); None otherwise."""
         self._reader = self._read_only(self.engine)
         self._sessions = sessionmaker(expire_on_commit=False, autoflush=False)
         self._engine_options = engine_options
@@ -257,6 +462,17 @@ class Database:
         self.read_url: str | None = None
         self.read_engine: Engine | None = None
         self._public_reader = self._reader
+
+    @staticmethod
+    def _queue_of(url: str) -> WriteQueue | None:
+        """The SQLite file's write queue (the one `make_engine` uses); None otherwise."""
+        if not url.startswith("sqlite"):
+            return None
+        database = make_url(url).database
+        return _write_queue(database) if database and database != ":memory:" else None
+
+    def _write_block(self) -> AbstractContextManager[None]:
+        return _NO_BLOCK if self.write_queue is None else _WriteBlock()
 
     @staticmethod
     def _read_only(engine: Engine) -> Engine:
@@ -302,7 +518,7 @@ class Database:
 
     @contextmanager
     def write(self) -> Iterator[Session]:
-        with self._sessions(bind=self._writer) as session:
+        with self._write_block(), self._sessions(bind=self._writer) as session:
             try:
                 yield session
                 session.commit()
@@ -313,7 +529,7 @@ class Database:
     @contextmanager
     def write_connection(self) -> Iterator[Connection]:
         """One transaction on a bare connection (migrations, which Alembic drives)."""
-        with self._writer.begin() as connection:
+        with self._write_block(), self._writer.begin() as connection:
             yield connection
 
     def ping(self) -> None:
