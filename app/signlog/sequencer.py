@@ -13,7 +13,9 @@ Rules kept here:
   a place; the checkpoint's primary key (letter_id, size) makes sizes strictly increase.
 - Only the old tree's frontier is read (`merkle.append_leaves`); the new stored hashes
   are written in bulk (COPY on PostgreSQL), the head moves by the batch's adds and
-  removes, and the checkpoint (signed note) is stored with the same numbers.
+  removes, and the checkpoint (signed note) is stored with the same numbers. That
+  append is `Appending`, shared with `dev seed`, which holds the head itself and writes
+  its entries already in their places (D180).
 - Nothing queued: nothing is written, no checkpoint is signed.
 - Entries committed out of id order (a transaction that took a lower id commits later)
   are simply sequenced by a later pass: the log's order is the order of sequencing.
@@ -22,10 +24,11 @@ Rules kept here:
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from psycopg.copy import QueuedLibpqWriter
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
@@ -86,34 +89,13 @@ def sequence_batch(
     head = _lock_head(session, letter_id)
     if head is None:
         return None
-    size, adds, removes = head
-    rows = _number_batch(session, letter_id=letter_id, size=size, limit=limit, after_id=after_id)
+    rows = _number_batch(session, letter_id=letter_id, size=head[0], limit=limit, after_id=after_id)
     if not rows:
         return None
-    leaves, added = _leaves(rows)
-    appended = merkle.append_leaves(TableHashes(session, letter_id), size, leaves)
-    _store_hashes(session, letter_id, appended.start, appended.hashes)
-    adds, removes = adds + added, removes + len(rows) - added
-    session.execute(
-        update(LogHead)
-        .where(LogHead.letter_id == letter_id)
-        .values(size=appended.size, adds=adds, removes=removes)
-    )
-    slug = session.scalar(select(Letter.slug).where(Letter.id == letter_id))
-    assert slug is not None  # the entries' foreign key
-    checkpoint = Checkpoint(keys.origin(settings, slug), appended.size, appended.root)
-    session.execute(
-        insert(LogCheckpoint).values(
-            letter_id=letter_id,
-            size=appended.size,
-            root=appended.root,
-            adds=adds,
-            removes=removes,
-            note=sign_checkpoint(checkpoint, keys.signer(settings)),
-            created_at=utcnow(),
-        )
-    )
-    return Sequenced(letter_id, slug, len(rows), appended.size, max(row[1] for row in rows))
+    tree = Appending(session, letter_id, head)
+    tree.append([row[2:] for row in rows])
+    slug = tree.publish(session, settings)
+    return Sequenced(letter_id, slug, len(rows), tree.size, max(row[1] for row in rows))
 
 
 def drain(session: Session, settings: Settings, *, letter_id: int, limit: int = BATCH) -> int:
@@ -184,18 +166,31 @@ _MAKING_HEADS = 0x6C6F6748
 """PostgreSQL advisory lock class of "making a letter's log head" ("logH")."""
 
 
-def _lock_head(session: Session, letter_id: int) -> tuple[int, int, int] | None:
+def lock_head(session: Session, letter_id: int) -> tuple[int, int, int]:
+    """`_lock_head`, waiting for another sequencer instead of passing over the letter
+    (`dev seed`, which holds the letter's counter row and must own its log)."""
+    head = _lock_head(session, letter_id, wait=True)
+    assert head is not None  # a wait always ends with the row ours
+    return head
+
+
+def _lock_head(
+    session: Session, letter_id: int, *, wait: bool = False
+) -> tuple[int, int, int] | None:
     """(size, adds, removes) of the letter's head, its row locked (made if missing);
-    None when another transaction holds it (PostgreSQL: SKIP LOCKED, never a wait)."""
+    None when another transaction holds it (PostgreSQL: SKIP LOCKED, never a wait), or,
+    with `wait`, once that transaction ends."""
     locked = (
         select(LogHead.size, LogHead.adds, LogHead.removes)
         .where(LogHead.letter_id == letter_id)
-        .with_for_update(skip_locked=True)
+        .with_for_update(skip_locked=not wait)
     )
     head = session.execute(locked).first()
     if head is None:
         exists = session.scalar(select(LogHead.letter_id).where(LogHead.letter_id == letter_id))
-        if exists is not None or not _may_make_head(session, letter_id):
+        if exists is not None and wait:
+            return _lock_head(session, letter_id, wait=wait)  # made meanwhile: wait for it
+        if exists is not None or not _may_make_head(session, letter_id, wait=wait):
             return None  # another sequencer has it, or is making it
         session.execute(
             upsert(session, LogHead)
@@ -209,12 +204,16 @@ def _lock_head(session: Session, letter_id: int) -> tuple[int, int, int] | None:
     return int(size), int(adds), int(removes)
 
 
-def _may_make_head(session: Session, letter_id: int) -> bool:
+def _may_make_head(session: Session, letter_id: int, *, wait: bool = False) -> bool:
     """PostgreSQL: whether no other transaction is making this head. An INSERT … ON
     CONFLICT DO NOTHING waits for a concurrent uncommitted insert of the same key; this
     try-lock (held to the end of the transaction) makes the second sequencer skip the
-    letter instead. SQLite: one writer, always yes."""
+    letter instead (with `wait`: waits for the lock, always yes). SQLite: one writer,
+    always yes."""
     if session.get_bind().dialect.name != "postgresql":
+        return True
+    if wait:
+        session.execute(select(func.pg_advisory_xact_lock(_MAKING_HEADS, letter_id)))
         return True
     return bool(session.scalar(select(func.pg_try_advisory_xact_lock(_MAKING_HEADS, letter_id))))
 
@@ -264,13 +263,18 @@ def _number_batch(
     return rows
 
 
-def _leaves(rows: list[_Row]) -> tuple[list[bytes], int]:
-    """The batch's leaf hashes, and how many of its entries are adds."""
+Entry = tuple[str, str, datetime, str]
+"""(event, reason, hour, commitment): what a leaf says."""
+
+
+def leaf_hashes(entries: Iterable[Entry]) -> tuple[list[bytes], int]:
+    """The entries' leaf hashes, and how many of them are adds (each hour written out
+    once)."""
     hours: dict[datetime, str] = {}
     leaves: list[bytes] = []
     added = 0
     leaf_hash, add = merkle.leaf_hash, LogEvent.ADD.value
-    for _, _, event, reason, hour, commitment in rows:
+    for event, reason, hour, commitment in entries:
         when = hours.get(hour)
         if when is None:
             when = hours[hour] = hour_text(hour)
@@ -279,20 +283,118 @@ def _leaves(rows: list[_Row]) -> tuple[list[bytes], int]:
     return leaves, added
 
 
-def _store_hashes(session: Session, letter_id: int, start: int, hashes: list[bytes]) -> None:
-    """The new stored hashes: one COPY on PostgreSQL, `TableHashes.store` elsewhere."""
+@dataclass(frozen=True, slots=True)
+class _Signed:
+    """A checkpoint to store: the tree after a batch."""
+
+    size: int
+    root: bytes
+    adds: int
+    removes: int
+
+
+class _Recording:
+    """A `merkle.HashReader` that keeps what it read."""
+
+    def __init__(self, reader: merkle.HashReader) -> None:
+        self.reader = reader
+        self.read: dict[int, bytes] = {}
+
+    def get_hashes(self, indexes: Sequence[int]) -> list[bytes]:
+        hashes = list(self.reader.get_hashes(indexes))
+        self.read.update(zip(indexes, hashes, strict=True))
+        return hashes
+
+
+class Appending:
+    """Batches of numbered entries appended to a letter's tree, in memory, then written
+    at once (`publish`): the new stored hashes, the head, a signed checkpoint per batch.
+
+    The caller holds the head (`_lock_head`/`lock_head`) and has given the entries their
+    places, head.size on, in the order of the batches. The old tree's frontier is read
+    once, here (`merkle.append_leaves` needs no other old hash); later batches read the
+    hashes the earlier ones made from memory, so nothing is read from the database
+    after this (the seed streams its rows meanwhile)."""
+
+    def __init__(self, session: Session, letter_id: int, head: tuple[int, int, int]) -> None:
+        self.letter_id = letter_id
+        self.size, self.adds, self.removes = head
+        self.start = merkle.stored_hash_count(self.size)
+        stored = _Recording(TableHashes(session, letter_id))
+        merkle.frontier(stored, self.size)
+        self.old = stored.read
+        self.new: list[bytes] = []
+        self.signed: list[_Signed] = []
+
+    def get_hashes(self, indexes: Sequence[int]) -> list[bytes]:
+        """`merkle.HashReader`: the old frontier and the hashes appended since."""
+        start, new, old = self.start, self.new, self.old
+        return [new[i - start] if i >= start else old[i] for i in indexes]
+
+    def append(self, entries: Sequence[Entry]) -> None:
+        """One batch (a checkpoint) of entries, in log order."""
+        if not entries:
+            raise ValueError("a batch has at least one entry")
+        leaves, added = leaf_hashes(entries)
+        appended = merkle.append_leaves(self, self.size, leaves)
+        assert appended.start == self.start + len(self.new)
+        self.new.extend(appended.hashes)
+        self.size = appended.size
+        self.adds, self.removes = self.adds + added, self.removes + len(entries) - added
+        self.signed.append(_Signed(self.size, appended.root, self.adds, self.removes))
+
+    def publish(self, session: Session, settings: Settings) -> str:
+        """Writes the new stored hashes, moves the head and stores a signed checkpoint
+        per batch, in the caller's transaction; the letter's slug."""
+        letter_id = self.letter_id
+        store_hashes(session, letter_id, self.start, self.new)
+        session.execute(
+            update(LogHead)
+            .where(LogHead.letter_id == letter_id)
+            .values(size=self.size, adds=self.adds, removes=self.removes)
+        )
+        slug = session.scalar(select(Letter.slug).where(Letter.id == letter_id))
+        assert slug is not None  # the entries' foreign key
+        origin, signer, now = keys.origin(settings, slug), keys.signer(settings), utcnow()
+        session.execute(
+            insert(LogCheckpoint),
+            [
+                {
+                    "letter_id": letter_id,
+                    "size": tree.size,
+                    "root": tree.root,
+                    "adds": tree.adds,
+                    "removes": tree.removes,
+                    "note": sign_checkpoint(Checkpoint(origin, tree.size, tree.root), signer),
+                    "created_at": now,
+                }
+                for tree in self.signed
+            ],
+        )
+        return slug
+
+
+def store_hashes(session: Session, letter_id: int, start: int, hashes: list[bytes]) -> None:
+    """The new stored hashes: one COPY on PostgreSQL (psycopg's writer thread sends each
+    block of lines while the next is made), `TableHashes.store` elsewhere."""
     if session.get_bind().dialect.name != "postgresql":
         TableHashes(session, letter_id).store(start, hashes)
         return
     connection = session.connection().connection.driver_connection
     statement = "COPY log_hashes (letter_id, idx, hash) FROM STDIN"
     prefix = f"{letter_id}\t"
-    with connection.cursor() as cursor, cursor.copy(statement) as copy:  # type: ignore[union-attr]
-        copy.write(
-            "".join(
-                [
-                    f"{prefix}{start + offset}\t\\\\x{value.hex()}\n"
-                    for offset, value in enumerate(hashes)
-                ]
+    cursor = connection.cursor()  # type: ignore[union-attr]
+    with cursor, cursor.copy(statement, writer=QueuedLibpqWriter(cursor)) as copy:
+        for begin in range(0, len(hashes), _HASH_LINES):
+            copy.write(
+                "".join(
+                    [
+                        f"{prefix}{start + offset}\t\\\\x{value.hex()}\n"
+                        for offset, value in enumerate(hashes[begin : begin + _HASH_LINES], begin)
+                    ]
+                )
             )
-        )
+
+
+_HASH_LINES = 50_000
+"""Stored hashes per COPY write."""
