@@ -7,7 +7,11 @@ realistic emails (bulk insert, 50 recipient domains), then runs the worker's own
 (`app.jobs.work_once`, the loop `undersigned worker` runs) in this process until the
 outbox is empty, against an aiosmtpd server in a child process on loopback (so that the
 server does not share this process's interpreter lock). Reported: emails/s, the SMTP
-connections the server saw, and that every Message-ID arrived exactly once.
+connections the server saw, and that every Message-ID arrived exactly once. Since the
+machine may be busy, also the CPU time per email of each process on the critical path
+(one-worker phases): the worker (`cpu ms`), the SMTP server (`smtp ms`) and PostgreSQL's
+backends serving the bench's database (`pg ms`); a worker waits on the other two, so
+their sum bounds what one worker reaches on an idle machine (`cpu-bound/s`).
 
 Phases: `one-connection-per-email` (the old behaviour: the backend with
 `messages_per_connection=1`), `reuse` (the default backend); on PostgreSQL also
@@ -112,6 +116,31 @@ def serve_sink(port: int, out: Path) -> None:
 class Received:
     connections: int
     message_ids: list[str]
+    cpu_seconds: float = 0.0
+    """The SMTP server's CPU time while the block ran."""
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process (Linux /proc), in seconds; 0 if gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def backend_cpu(database: Database) -> dict[int, float]:
+    """CPU seconds so far of each PostgreSQL backend serving `database` (empty on SQLite,
+    or when the server runs elsewhere)."""
+    if database.dialect != "postgresql":
+        return {}
+    from sqlalchemy import text
+
+    with database.read() as session:
+        pids = session.scalars(
+            text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+        ).all()
+    return {int(pid): cpu_seconds(int(pid)) for pid in pids}
 
 
 @contextmanager
@@ -131,13 +160,15 @@ def smtp_sink(tmp: Path) -> Iterator[tuple[int, list[Received]]]:
             raise SystemExit("the SMTP sink did not start")
         time.sleep(0.05)
     record: list[Received] = []
+    cpu = cpu_seconds(proc.pid)
     try:
         yield port, record
     finally:
+        cpu = cpu_seconds(proc.pid) - cpu
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
     data = json.loads(out.read_text())
-    record.append(Received(data["connections"], data["message_ids"]))
+    record.append(Received(data["connections"], data["message_ids"], cpu))
 
 
 # --- the outbox ------------------------------------------------------------------------------
@@ -232,10 +263,19 @@ class Result:
     received: int
     duplicates: int
     statuses: dict[str, int]
+    smtp_cpu_seconds: float = float("nan")
+    pg_cpu_seconds: float = float("nan")
 
     @property
     def per_second(self) -> float:
         return self.emails / self.seconds
+
+    @property
+    def cpu_bound_per_second(self) -> float:
+        """Emails/s if the worker, the SMTP server and PostgreSQL only ever waited on
+        each other's CPU (no other load, no network or disk wait)."""
+        pg = 0.0 if self.pg_cpu_seconds != self.pg_cpu_seconds else self.pg_cpu_seconds
+        return self.emails / (self.cpu_seconds + self.smtp_cpu_seconds + pg)
 
     @property
     def ok(self) -> bool:
@@ -258,6 +298,7 @@ def one_worker(
         with smtp_sink(tmp) as (port, record):
             settings = settings_for(url, tmp, port)
             profiler = cProfile.Profile() if profile else None
+            pg_before = backend_cpu(database)
             started, cpu = time.perf_counter(), time.process_time()
             if profiler:
                 profiler.enable()
@@ -267,6 +308,7 @@ def one_worker(
             if profiler:
                 profiler.disable()
             seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+            pg_after = backend_cpu(database)
             if profiler and profile:
                 profiler.dump_stats(profile)
         [received] = record
@@ -281,6 +323,10 @@ def one_worker(
             len(received.message_ids),
             len(received.message_ids) - len(set(received.message_ids)),
             statuses(database),
+            received.cpu_seconds,
+            sum(t - pg_before.get(pid, 0.0) for pid, t in pg_after.items())
+            if database.dialect == "postgresql"
+            else float("nan"),
         )
     finally:
         database.dispose()
@@ -351,6 +397,7 @@ def report(results: list[Result]) -> None:
     print()
     print(
         f"{'db':<11} {'phase':<25} {'emails':>6} {'seconds':>8} {'emails/s':>9} {'cpu ms':>6} "
+        f"{'smtp ms':>7} {'pg ms':>6} {'cpu-bound/s':>11} "
         f"{'conns':>6} {'received':>8} {'dupes':>5}  check"
     )
     for r in results:
@@ -360,6 +407,9 @@ def report(results: list[Result]) -> None:
         print(
             f"{r.db:<11} {r.phase:<25} {r.emails:>6} {r.seconds:>8.2f} {r.per_second:>9.0f} "
             f"{r.cpu_seconds / r.emails * 1000:>6.2f} "
+            f"{r.smtp_cpu_seconds / r.emails * 1000:>7.2f} "
+            f"{r.pg_cpu_seconds / r.emails * 1000:>6.2f} "
+            f"{r.cpu_bound_per_second:>11.0f} "
             f"{r.connections:>6} {r.received:>8} {r.duplicates:>5}  {verdict}"
         )
 

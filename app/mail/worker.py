@@ -5,7 +5,7 @@ so workers never wait on each other; SQLite: BEGIN IMMEDIATE), marks it `sending
 with a short lease, commits, then for each email: renews the lease (skipping the email
 if another worker took it over), sends while a heartbeat keeps renewing the lease, and
 records the outcome only if it still holds the claim (in the transaction that renews
-the next email's lease: D92). A crash (even SIGKILL) leaves its
+the next email's lease: D92; on PostgreSQL one statement, D179). A crash (even SIGKILL) leaves its
 emails under a lease that runs out within `LEASE`, and another worker sends them: at
 least once, never lost, and never sent twice while the first worker is alive (D52).
 With `senders` > 1 a pass deals its claims out to that many threads, each following
@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Connection, Table, bindparam, func, select, text, update
 from sqlalchemy.orm import Session
 
 from app.config import Settings
@@ -151,10 +151,10 @@ and building an ORM UPDATE per call cost more CPU than running it (D98)."""
 def renew_lease(session: Session, *, email_id: int, token: str, now: datetime) -> bool:
     """Extends this worker's claim on one email to `now + LEASE`. False when the claim
     is gone (the lease ran out and another worker took the email over)."""
-    result = session.execute(
+    result = session.connection().execute(
         _RENEW, {"email_of": email_id, "token_of": token, "lease_until": now + LEASE}
     )
-    return int(result.rowcount or 0) == 1  # type: ignore[attr-defined]
+    return int(result.rowcount or 0) == 1
 
 
 BATCH_SIZE = 20
@@ -190,6 +190,9 @@ def deliver_due(
     with database.write() as session:
         claims = claim_batch(session, now=start, limit=limit * max(1, senders))
         emails = _read(session, [email_id for email_id, _ in claims])
+        if claims and ASYNC_RECORDS and database.dialect == "postgresql":
+            # Losing a claim to a PostgreSQL crash loses no more than ASYNC_RECORDS does.
+            session.connection().execute(_ASYNC_COMMIT)
     if not claims:
         close_if_idle = getattr(backend, "close_if_idle", None)
         if callable(close_if_idle):
@@ -218,9 +221,9 @@ def _send_claimed(
     """Sends claimed emails one after another (one sender); how many were sent."""
     sent = 0
     settle: _Outcome | None = None
-    with _heartbeat(database, clock) as heartbeat:
+    with _Ledger(database) as ledger, _heartbeat(ledger, clock) as heartbeat:
         for email_id, token in claims:
-            held = _settle_and_renew(database, settle, email_id, token, clock())
+            held = ledger.settle_and_renew(settle, email_id, token, clock())
             settle = None
             if not held:
                 # A slow send earlier in this batch outlived the lease and another worker
@@ -255,8 +258,7 @@ def _send_claimed(
         if settle is not None:
             # The batch's last outcome, at once too: before the heartbeat thread is
             # joined, so that nothing stands between a 250 and its record.
-            with database.write() as session:
-                _record(session, *settle)
+            ledger.settle_and_renew(settle, None, "", clock())
     return sent
 
 
@@ -300,22 +302,130 @@ def _record_statement(columns: tuple[str, ...]) -> Any:
 def _record(session: Session, email_id: int, token: str, outcome: dict[str, object]) -> None:
     """Only if this worker still holds the claim: a stale worker never overwrites the
     outcome of the one that took the email over."""
-    session.execute(
+    session.connection().execute(
         _record_statement(tuple(sorted(outcome))),
         {"email_of": email_id, "token_of": token, **outcome},
     )
 
 
-def _settle_and_renew(
-    database: Database, settle: _Outcome | None, email_id: int, token: str, now: datetime
-) -> bool:
-    """Records the previous email's outcome and renews this one's claim right before
-    its send (a batch's later emails may have waited long), in one transaction; False
-    if the claim is gone."""
-    with database.write() as session:
+ASYNC_RECORDS = True
+"""PostgreSQL: the statement that records an outcome and renews the next lease commits
+without waiting for the WAL to reach the disk (`synchronous_commit = off`, for that
+statement's transaction only). The commit is visible to every other worker at once, so
+the rules above hold as before; what changes is a crash of PostgreSQL itself (not of a
+worker): the outcomes recorded in its last moments (at most 3 x `wal_writer_delay`,
+0.6 s by default) are lost, and those emails are sent again once their leases run out
+(at least once, as after any crash). Waiting for the disk was most of a worker's wait
+per email (D179)."""
+
+
+_NO_DISK_WAIT = (
+    select(func.set_config("synchronous_commit", "off", True)).scalar_subquery().is_not(None)
+)
+"""A condition that is always true and turns off `synchronous_commit` for the
+transaction of the statement it is in (an uncorrelated subquery: run once)."""
+
+
+_ASYNC_COMMIT = text("SET LOCAL synchronous_commit TO off")
+
+_PG_STATEMENTS: dict[tuple[str, ...] | None, Any] = {}
+
+
+def _pg_settle_and_renew(columns: tuple[str, ...] | None) -> Any:
+    """PostgreSQL, one statement (one round trip, in autocommit): record an outcome
+    setting `columns` (None: no outcome) only while its claim holds, and renew the
+    next email's lease only while its claim holds (`email_of` NULL: no email)."""
+    statement = _PG_STATEMENTS.get(columns)
+    if statement is None:
+        renew = _OUTBOX.update().where(
+            _OUTBOX.c.id == bindparam("email_of"),
+            _OUTBOX.c.claim_token == bindparam("token_of"),
+            _OUTBOX.c.status == OutboxStatus.SENDING,
+        )
+        if ASYNC_RECORDS:
+            renew = renew.where(_NO_DISK_WAIT)
+        renew = renew.values(
+            lease_expires_at=bindparam("lease_until", type_=_OUTBOX.c.lease_expires_at.type)
+        )
+        if columns is not None:
+            settled = (
+                _OUTBOX.update()
+                .where(
+                    _OUTBOX.c.id == bindparam("settled_of"),
+                    _OUTBOX.c.claim_token == bindparam("settled_token"),
+                )
+                .values(
+                    lease_expires_at=None,
+                    claim_token=None,
+                    **{c: bindparam(f"settled_{c}", type_=_OUTBOX.c[c].type) for c in columns},
+                )
+                .cte("settled")
+            )
+            renew = renew.add_cte(settled)
+        statement = _PG_STATEMENTS[columns] = renew
+    return statement
+
+
+class _Ledger:
+    """Where one sender records outcomes and renews leases, each outcome with the next
+    email's renewal, atomically (D92). On PostgreSQL: one connection kept for the batch
+    (in autocommit; the heartbeat renews through it too, so a sender holds one
+    connection as before) and one statement per email (`_pg_settle_and_renew`); on
+    SQLite a write transaction per email, as before."""
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self._postgres = database.dialect == "postgresql"
+        self._connection: Connection | None = None
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> _Ledger:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        with self._lock:
+            connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.close()
+
+    def settle_and_renew(
+        self, settle: _Outcome | None, email_id: int | None, token: str, now: datetime
+    ) -> bool:
+        """Records `settle` (if any) and renews `email_id`'s claim (if any); False if
+        that claim is gone."""
+        if not self._postgres:
+            with self._database.write() as session:
+                if settle is not None:
+                    _record(session, *settle)
+                if email_id is None:
+                    return False
+                return renew_lease(session, email_id=email_id, token=token, now=now)
+        params: dict[str, object] = {
+            "email_of": email_id,
+            "token_of": token,
+            "lease_until": now + LEASE,
+        }
+        columns = None
         if settle is not None:
-            _record(session, *settle)
-        return renew_lease(session, email_id=email_id, token=token, now=now)
+            settled_of, settled_token, outcome = settle
+            columns = tuple(sorted(outcome))
+            params.update(settled_of=settled_of, settled_token=settled_token)
+            params.update({f"settled_{c}": value for c, value in outcome.items()})
+        with self._lock:
+            if self._connection is None:
+                connection = self._database.engine.connect()
+                self._connection = connection.execution_options(isolation_level="AUTOCOMMIT")
+            try:
+                result = self._connection.execute(_pg_settle_and_renew(columns), params)
+            except BaseException:
+                self._connection.invalidate()  # its state is unknown: a new one next time
+                self._connection.close()
+                self._connection = None
+                raise
+        return int(result.rowcount or 0) == 1
+
+    def renew(self, email_id: int, token: str, now: datetime) -> bool:
+        return self.settle_and_renew(None, email_id, token, now)
 
 
 def _redacted(error: str, address: str | None) -> str:
@@ -337,8 +447,8 @@ class _Heartbeat:
     is found lost it is never renewed again, and a renewal under way finishes before
     the send's outcome is recorded."""
 
-    def __init__(self, database: Database, clock: Clock) -> None:
-        self._database, self._clock = database, clock
+    def __init__(self, ledger: _Ledger, clock: Clock) -> None:
+        self._ledger, self._clock = ledger, clock
         self._cond = threading.Condition()
         self._current: tuple[int, str] | None = None
         self._due = 0.0
@@ -354,13 +464,14 @@ class _Heartbeat:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="mail-lease", daemon=True)
                 self._thread.start()
-            self._cond.notify_all()
+            # No wake-up: the thread's timed wait ends before this email's renewal is
+            # due (it waits at most HEARTBEAT_SECONDS, from before this moment), so a
+            # send costs no switch to the heartbeat thread and back (D179).
         try:
             yield
         finally:
             with self._cond:
                 self._current = None
-                self._cond.notify_all()
                 while self._renewing:
                     self._cond.wait()
 
@@ -376,7 +487,7 @@ class _Heartbeat:
             while not self._closed:
                 current = self._current
                 if current is None:
-                    self._cond.wait()
+                    self._cond.wait(HEARTBEAT_SECONDS)
                     continue
                 remaining = self._due - time.monotonic()
                 if remaining > 0:
@@ -397,8 +508,7 @@ class _Heartbeat:
     def _renew(self, email_id: int, token: str) -> bool:
         """False only when the claim is known lost (a failed renewal is tried again)."""
         try:
-            with self._database.write() as session:
-                held = renew_lease(session, email_id=email_id, token=token, now=self._clock())
+            held = self._ledger.renew(email_id, token, self._clock())
         except Exception as exc:
             log.warning("email %s: could not renew the lease: %s", email_id, exc)
             return True
@@ -408,8 +518,8 @@ class _Heartbeat:
 
 
 @contextmanager
-def _heartbeat(database: Database, clock: Clock) -> Iterator[_Heartbeat]:
-    heartbeat = _Heartbeat(database, clock)
+def _heartbeat(ledger: _Ledger, clock: Clock) -> Iterator[_Heartbeat]:
+    heartbeat = _Heartbeat(ledger, clock)
     try:
         yield heartbeat
     finally:

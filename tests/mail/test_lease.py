@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timedelta
-from email.message import EmailMessage
 
 import pytest
 
 from app.config import Settings
 from app.db import Database, utcnow
 from app.mail import worker
+from app.mail.backends import Outgoing
 from app.mail.models import OutboxStatus
 from app.mail.worker import LEASE, claim_batch, deliver_due
 from tests.mail.outbox import queue_email, rows
@@ -28,7 +28,7 @@ def test_each_send_first_renews_the_lease_of_its_batch(
     leases: list[datetime] = []
 
     class Slowish:
-        def send(self, message: EmailMessage) -> None:
+        def send(self, message: Outgoing) -> None:
             [row] = [row for row in rows(db) if row.message_id == message["Message-ID"]]
             assert row.lease_expires_at is not None
             leases.append(row.lease_expires_at)
@@ -53,7 +53,7 @@ def test_a_long_send_keeps_renewing_its_lease(
     class Slow:
         """Sends until it has seen the heartbeat move the lease (or 10 s)."""
 
-        def send(self, message: EmailMessage) -> None:
+        def send(self, message: Outgoing) -> None:
             [row] = rows(db)
             first = row.lease_expires_at
             assert row.status == OutboxStatus.SENDING and first is not None
@@ -84,7 +84,7 @@ def test_the_heartbeat_stops_when_the_claim_is_lost(
     taken_over: list[datetime | None] = []
 
     class LosesItsClaim:
-        def send(self, message: EmailMessage) -> None:
+        def send(self, message: Outgoing) -> None:
             later = utcnow() + LEASE + timedelta(seconds=1)
             with db.write() as session:
                 [(_, token)] = claim_batch(session, now=later, limit=20)

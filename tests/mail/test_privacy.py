@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from email.message import EmailMessage
 
 import pytest
 
 from app import tokens
 from app.config import Settings
 from app.db import Database, utcnow
-from app.mail.backends import SmtpBackend
+from app.mail.backends import Outgoing, SmtpBackend
 from app.mail.models import OutboxEmail, OutboxStatus
 from app.mail.service import purge_outbox
 from app.mail.worker import MAX_ATTEMPTS, deliver_due
@@ -189,7 +188,7 @@ def test_an_unexpected_error_quoting_the_address_is_redacted_with_its_traceback(
     queue_link_email(db, smtp_settings)
 
     class Broken:
-        def send(self, message: EmailMessage) -> None:
+        def send(self, message: Outgoing) -> None:
             try:
                 raise LookupError(f"no route for {message['To']}")
             except LookupError as exc:

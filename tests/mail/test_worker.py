@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 import threading
 from datetime import datetime, timedelta
-from email.message import EmailMessage
 from email.utils import parseaddr
 from pathlib import Path
 
@@ -18,7 +17,13 @@ from app.config import MailBackend, Settings
 from app.db import Database, utcnow
 from app.letters.service import get_public_letter
 from app.mail import worker
-from app.mail.backends import DevMailbox, SmtpBackend, TransientMailError, make_backend
+from app.mail.backends import (
+    DevMailbox,
+    Outgoing,
+    SmtpBackend,
+    TransientMailError,
+    make_backend,
+)
 from app.mail.models import OutboxEmail, OutboxStatus
 from app.mail.worker import LEASE, MAX_ATTEMPTS, backoff, claim_batch, deliver_due
 from app.signatures.service import notify_pending, sign_letter, verify_signature
@@ -401,7 +406,7 @@ def test_worker_that_lost_its_lease_does_not_send_the_rest_of_its_batch(
     b_sent: list[int] = []
 
     class StallsOnce:
-        def send(self, message: EmailMessage) -> None:
+        def send(self, message: Outgoing) -> None:
             if not b_sent:
                 later = start + LEASE + timedelta(seconds=1)
                 b_sent.append(deliver_due(db, smtp, settings=settings, now=later))
@@ -427,7 +432,7 @@ def test_unexpected_error_in_one_email_does_not_stall_the_batch(
     smtp = SmtpBackend(settings)
 
     class BreaksOnOne:
-        def send(self, message: EmailMessage) -> None:
+        def send(self, message: Outgoing) -> None:
             if message["To"] == "broken@example.org":
                 raise RuntimeError("a bug in a backend")
             smtp.send(message)
