@@ -178,6 +178,7 @@ def sign_letter(
         # domain or a bad proof of work records (no submission was stored), as the sign
         # form's does.
         return error_response(request, exc)
+    session.commit()  # in this thread, at once (D183): on SQLite the write turn is free
     return SignatureAccepted()
 
 

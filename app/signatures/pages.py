@@ -275,6 +275,7 @@ def sign(
         )
     except InvalidInput as exc:  # the letter's rules or the proof: nothing was stored
         return refused(_service_errors(exc.fields))
+    session.commit()  # in this thread, at once (D183): on SQLite the write turn is free
     check_email_path = f"/letters/{slug}/check-email"
     response = RedirectResponse(check_email_path, status_code=303)
     _flash(response, request, SENT_TO_COOKIE, masked(data.email), check_email_path)
