@@ -51,6 +51,7 @@ class Phase:
     p99: float | None = None
     capped: bool = False  # stopped by its count bound (max requests), not by time
     left: int = 0  # work not done when the time bound hit (tokens not confirmed)
+    cpu: float | None = None  # CPU seconds of the server's processes during the phase
 
     @property
     def rps(self) -> float:
@@ -86,6 +87,15 @@ class Result:
     @property
     def connections(self) -> int:
         return max((p.connections for p in self.phases), default=0)
+
+    @property
+    def cpu_per_request(self) -> float | None:
+        """The server's CPU seconds per answered request, over the phases that measured
+        it (None without /proc): unlike req/s, hardly moved by other load."""
+        measured = [p for p in self.phases if p.cpu is not None and p.requests]
+        if not measured:
+            return None
+        return sum(p.cpu or 0.0 for p in measured) / sum(p.requests for p in measured)
 
     @property
     def rps(self) -> float:

@@ -9,6 +9,7 @@ else by reading every /proc/*/stat's parent pid.
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,23 @@ def rss_kb(pid: int) -> int | None:
     except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+def cpu_seconds(root: int) -> float:
+    """User + system CPU seconds of `root` and every process below it, so far (a process
+    that has ended no longer counts: take the difference over a phase)."""
+    ticks = 0
+    for pid in [root, *descendants(root)]:
+        try:
+            stat = (PROC / str(pid) / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()  # from the state (third field) on
+        try:
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+        except (IndexError, ValueError):
+            continue
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _children_listed(pid: int) -> list[int] | None:

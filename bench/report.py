@@ -111,6 +111,9 @@ class Row:
             "p50_ms": _num(res.percentile(50) * 1000),
             "p95_ms": _num(res.percentile(95) * 1000),
             "p99_ms": _num(res.percentile(99) * 1000),
+            "cpu_ms_per_request": _num(
+                None if res.cpu_per_request is None else res.cpu_per_request * 1000
+            ),
             "errors": res.errors,
             "not_confirmed_in_time": res.left,
             "capped": res.capped,
@@ -241,6 +244,7 @@ def table(rows: list[Row]) -> str:
         "p50 ms",
         "p95 ms",
         "p99 ms",
+        "CPU ms/req",
         "errors",
         "ratio",
         "target",
@@ -265,6 +269,7 @@ def table(rows: list[Row]) -> str:
                 _ms(res.percentile(50)),
                 _ms(res.percentile(95)),
                 _ms(res.percentile(99)),
+                "-" if res.cpu_per_request is None else f"{res.cpu_per_request * 1000:.2f}",
                 errors,
                 ratio,
                 ", ".join(str(c) for c in r.checks),

@@ -7,8 +7,9 @@ from __future__ import annotations
 import collections
 import itertools
 import secrets
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import httpx2 as httpx
 from sqlalchemy import func, select
@@ -29,6 +30,7 @@ from bench.load import (
     wrk_get,
     wrk_sign,
 )
+from bench.memory import cpu_seconds
 from bench.report import progress
 from bench.servers import Deployment, Server
 
@@ -66,6 +68,17 @@ def seed(site: Deployment) -> None:
 
 
 # --- phases, by either client ----------------------------------------------------------
+
+
+def with_cpu(server: Server, run: Callable[[], Phase]) -> Phase:
+    """Runs one measured phase and notes the CPU seconds the server's processes (uvicorn's
+    parent and its workers) spent during it."""
+    root = server.proc.pid if server.proc is not None else None
+    before = cpu_seconds(root) if root is not None else None
+    phase = run()
+    if root is not None and before is not None:
+        phase.cpu = cpu_seconds(root) - before
+    return phase
 
 
 def measure_get(server: Server, path: str, load: Load) -> Phase:
@@ -205,8 +218,11 @@ def sign_and_confirm(site: Deployment, app: Server, prefix: str, load: Load) -> 
     connections = load.write_concurrency
     if load.warmup:
         sign(app, f"{prefix}-w", [SLUG], connections=connections, seconds=load.warmup, load=load)
-    signed = sign(
-        app, f"{prefix}-m", [SLUG], connections=connections, seconds=load.duration, load=load
+    signed = with_cpu(
+        app,
+        lambda: sign(
+            app, f"{prefix}-m", [SLUG], connections=connections, seconds=load.duration, load=load
+        ),
     )
     warm = confirmation_tokens(site.database, site.secret_key, f"{prefix}-w")
     measured = confirmation_tokens(site.database, site.secret_key, f"{prefix}-m")
@@ -214,8 +230,11 @@ def sign_and_confirm(site: Deployment, app: Server, prefix: str, load: Load) -> 
         confirm(
             app, warm, connections=connections, bound=max(load.warmup, 2 * load.duration), load=load
         )
-    confirmed = confirm(
-        app, measured, connections=connections, bound=max(3 * load.duration, 30), load=load
+    confirmed = with_cpu(
+        app,
+        lambda: confirm(
+            app, measured, connections=connections, bound=max(3 * load.duration, 30), load=load
+        ),
     )
     if confirmed.left:
         progress(f"  note: {confirmed.left} of {len(measured)} tokens not confirmed in time")
@@ -249,7 +268,9 @@ def hot_counter(
     phases: dict[str, Phase] = {}
     order = [("one", one[:n]), ("all", spread[:n])]
     for key, queue in order if one_first else order[::-1]:
-        phases[key] = confirm(app, queue, connections=connections, bound=bound, load=load)
+        phases[key] = with_cpu(
+            app, partial(confirm, app, queue, connections=connections, bound=bound, load=load)
+        )
         if phases[key].left:
             progress(
                 f"  note: hot counter ({key}): {phases[key].left} of {n} not confirmed in time"
@@ -275,7 +296,7 @@ def measure(
             ("tally", app, f"/api/v1/letters/{SLUG}"),
             ("page", app, f"/letters/{SLUG}"),
         ):
-            phase = measure_get(server, path, load)
+            phase = with_cpu(server, partial(measure_get, server, path, load))
             results[key].phases.append(phase)
             line.append(f"{key} {phase.rps:.0f}/s")
         signed, confirmed = sign_and_confirm(site, app, f"bench-{run_id}-r{round_no}", load)
