@@ -44,7 +44,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, load_only
 
 from app import metrics, tokens, urls
 from app.abuse import service as abuse
@@ -595,6 +595,17 @@ _LOCK_ADDRESS = (
     )
     .order_by(PendingSignature.id)
     .with_for_update(of=PendingSignature)
+    # The letter's text and settings are not needed to confirm (loaded if ever read).
+    .options(
+        load_only(
+            Letter.id,
+            Letter.slug,
+            Letter.status,
+            Letter.closes_at,
+            Letter.goal,
+            Letter.goal_reached_at,
+        )
+    )
     .execution_options(populate_existing=True)
 )
 """`_lock_address`'s query, built once (as the other statements on the confirm path)."""
