@@ -104,9 +104,12 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-DEFAULT_POOL_SIZE = 20
+DEFAULT_POOL_SIZE = 8
 """Connections per process (UNDERSIGNED_DATABASE_POOL_SIZE). Several processes x this
-must stay under PostgreSQL's max_connections (or put PgBouncer in front)."""
+must stay under PostgreSQL's max_connections (or put PgBouncer in front). Eight, so six
+requests per process use the database at once (D184): the work is CPU-bound Python, and
+with 18 a process ran 18 threads that mostly waited for the interpreter lock, the
+counter row among them (measured: sign 576 -> 726/s, confirm 307 -> 394/s, p99 halved)."""
 RESERVED_CONNECTIONS = 2
 """Of the pool, kept out of reach of requests: one for the in-process mail worker, one
 for health checks (`Database.ping`, one at a time). The rest, `request_slots`, is what
