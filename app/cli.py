@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import ipaddress
 import os
 import signal
@@ -132,6 +133,7 @@ def serve(
     """Migrate, then serve the web app (with the mail worker unless --no-worker)."""
     import uvicorn
 
+    fewer_malloc_arenas()
     settings = _settings()
     if (
         settings.mail_backend == MailBackend.DEV
@@ -194,6 +196,29 @@ def serve(
     )
 
 
+MALLOC_ARENAS = 2
+"""glibc's malloc arenas per process for `serve` and `worker` (D185)."""
+_M_ARENA_MAX = -8  # glibc's mallopt parameter number
+
+
+def fewer_malloc_arenas() -> bool:
+    """Caps glibc's malloc arenas at MALLOC_ARENAS, unless the operator set
+    MALLOC_ARENA_MAX: for the processes uvicorn spawns (they read the variable when they
+    start) and, through mallopt, for the threads this process starts from now on. glibc
+    gives every thread that allocates an arena of its own, up to eight per core, and
+    keeps what is freed in them: a process serving on a few dozen threads grew by 20 MB
+    and more (D185). Returns whether this process's cap was set (False: not glibc, or
+    the operator's own value)."""
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return False
+    os.environ["MALLOC_ARENA_MAX"] = str(MALLOC_ARENAS)
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_ARENA_MAX, MALLOC_ARENAS))
+    except (OSError, AttributeError):  # not glibc: nothing to cap
+        return False
+
+
 @cli.command()
 def worker() -> None:
     """Deliver the outbox until stopped (safe to run several)."""
@@ -201,6 +226,7 @@ def worker() -> None:
     from app.logs import configure
     from app.mail.backends import make_backend
 
+    fewer_malloc_arenas()
     settings = _settings()
     configure(level=settings.log_level, json_lines=settings.log_format == "json")
     stop = threading.Event()
