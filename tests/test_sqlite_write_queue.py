@@ -31,7 +31,9 @@ def wait_for(condition: Callable[[], bool]) -> None:
 
 @pytest.fixture
 def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database(f"sqlite:///{tmp_path / 'queue.db'}")
+    # A connection for every thread a test starts (eight writers and the first), so
+    # that a writer waits in the write queue, never for a connection from the pool.
+    database = Database(f"sqlite:///{tmp_path / 'queue.db'}", pool_size=16)
     with database.write_connection() as connection:
         connection.exec_driver_sql("CREATE TABLE log (id INTEGER PRIMARY KEY, who TEXT)")
     yield database
