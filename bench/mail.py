@@ -50,6 +50,7 @@ from app.mail.backends import SmtpBackend
 from app.mail.models import OutboxEmail, OutboxStatus
 from app.migrate import upgrade
 from app.models import import_all
+from bench.memory import process_cpu_seconds
 from tests.support.databases import create_postgres_database, drop_postgres_database
 from tests.support.ports import free_port
 
@@ -120,15 +121,6 @@ class Received:
     """The SMTP server's CPU time while the block ran."""
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a live process (Linux /proc), in seconds; 0 if gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def backend_cpu(database: Database) -> dict[int, float]:
     """CPU seconds so far of each PostgreSQL backend serving `database` (empty on SQLite,
     or when the server runs elsewhere)."""
@@ -140,7 +132,7 @@ def backend_cpu(database: Database) -> dict[int, float]:
         pids = session.scalars(
             text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
         ).all()
-    return {int(pid): cpu_seconds(int(pid)) for pid in pids}
+    return {int(pid): process_cpu_seconds(int(pid)) for pid in pids}
 
 
 @contextmanager
@@ -160,11 +152,11 @@ def smtp_sink(tmp: Path) -> Iterator[tuple[int, list[Received]]]:
             raise SystemExit("the SMTP sink did not start")
         time.sleep(0.05)
     record: list[Received] = []
-    cpu = cpu_seconds(proc.pid)
+    cpu = process_cpu_seconds(proc.pid)
     try:
         yield port, record
     finally:
-        cpu = cpu_seconds(proc.pid) - cpu
+        cpu = process_cpu_seconds(proc.pid) - cpu
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
     data = json.loads(out.read_text())

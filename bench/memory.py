@@ -47,21 +47,19 @@ def rss_kb(pid: int) -> int | None:
     return None
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process (Linux /proc), in seconds; 0 if gone."""
+    try:
+        fields = (PROC / str(pid) / "stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def cpu_seconds(root: int) -> float:
-    """User + system CPU seconds of `root` and every process below it, so far (a process
-    that has ended no longer counts: take the difference over a phase)."""
-    ticks = 0
-    for pid in [root, *descendants(root)]:
-        try:
-            stat = (PROC / str(pid) / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2 :].split()  # from the state (third field) on
-        try:
-            ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
-        except (IndexError, ValueError):
-            continue
-    return ticks / os.sysconf("SC_CLK_TCK")
+    """CPU seconds of `root` and every process below it, so far (a process that has
+    ended no longer counts: take the difference over a phase)."""
+    return sum(process_cpu_seconds(pid) for pid in [root, *descendants(root)])
 
 
 def _children_listed(pid: int) -> list[int] | None:

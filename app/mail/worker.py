@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any, cast
 
 from sqlalchemy import Connection, Table, bindparam, func, select, text, update
@@ -328,42 +329,39 @@ transaction of the statement it is in (an uncorrelated subquery: run once)."""
 
 _ASYNC_COMMIT = text("SET LOCAL synchronous_commit TO off")
 
-_PG_STATEMENTS: dict[tuple[str, ...] | None, Any] = {}
 
-
+@cache
 def _pg_settle_and_renew(columns: tuple[str, ...] | None) -> Any:
     """PostgreSQL, one statement (one round trip, in autocommit): record an outcome
     setting `columns` (None: no outcome) only while its claim holds, and renew the
-    next email's lease only while its claim holds (`email_of` NULL: no email)."""
-    statement = _PG_STATEMENTS.get(columns)
-    if statement is None:
-        renew = _OUTBOX.update().where(
-            _OUTBOX.c.id == bindparam("email_of"),
-            _OUTBOX.c.claim_token == bindparam("token_of"),
-            _OUTBOX.c.status == OutboxStatus.SENDING,
-        )
-        if ASYNC_RECORDS:
-            renew = renew.where(_NO_DISK_WAIT)
-        renew = renew.values(
-            lease_expires_at=bindparam("lease_until", type_=_OUTBOX.c.lease_expires_at.type)
-        )
-        if columns is not None:
-            settled = (
-                _OUTBOX.update()
-                .where(
-                    _OUTBOX.c.id == bindparam("settled_of"),
-                    _OUTBOX.c.claim_token == bindparam("settled_token"),
-                )
-                .values(
-                    lease_expires_at=None,
-                    claim_token=None,
-                    **{c: bindparam(f"settled_{c}", type_=_OUTBOX.c[c].type) for c in columns},
-                )
-                .cte("settled")
+    next email's lease only while its claim holds (`email_of` NULL: no email). Built
+    once per set of outcome columns."""
+    renew = _OUTBOX.update().where(
+        _OUTBOX.c.id == bindparam("email_of"),
+        _OUTBOX.c.claim_token == bindparam("token_of"),
+        _OUTBOX.c.status == OutboxStatus.SENDING,
+    )
+    if ASYNC_RECORDS:
+        renew = renew.where(_NO_DISK_WAIT)
+    renew = renew.values(
+        lease_expires_at=bindparam("lease_until", type_=_OUTBOX.c.lease_expires_at.type)
+    )
+    if columns is not None:
+        settled = (
+            _OUTBOX.update()
+            .where(
+                _OUTBOX.c.id == bindparam("settled_of"),
+                _OUTBOX.c.claim_token == bindparam("settled_token"),
             )
-            renew = renew.add_cte(settled)
-        statement = _PG_STATEMENTS[columns] = renew
-    return statement
+            .values(
+                lease_expires_at=None,
+                claim_token=None,
+                **{c: bindparam(f"settled_{c}", type_=_OUTBOX.c[c].type) for c in columns},
+            )
+            .cte("settled")
+        )
+        renew = renew.add_cte(settled)
+    return renew
 
 
 class _Ledger:
