@@ -397,7 +397,7 @@ def verify(
     check_csrf(request, csrf_token)
     found = signatures.verify_signature(session, token=token, settings=settings)
     session.commit()  # at once, as the API's confirmation does (D183)
-    letter_path = f"/letters/{found.letter.slug}"
+    letter_path = f"/letters/{found.letter_slug}"
     response = RedirectResponse(f"{letter_path}#thanks", status_code=303)
-    _flash(response, request, THANKS_COOKIE, found.letter.slug, letter_path)
+    _flash(response, request, THANKS_COOKIE, found.letter_slug, letter_path)
     return _no_store(response)

@@ -36,6 +36,7 @@ from sqlalchemy import (
     case,
     column,
     delete,
+    false,
     insert,
     or_,
     select,
@@ -44,7 +45,10 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session, load_only
+from sqlalchemy.engine import Row
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.util import identity_key
+from sqlalchemy.sql.elements import ColumnElement
 
 from app import metrics, tokens, urls
 from app.abuse import service as abuse
@@ -143,6 +147,18 @@ class Verification:
     letter: Letter
     already: bool
     """The address's signature is already confirmed (by this link or another)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Confirmation:
+    """What confirming a link did (`verify_signature`)."""
+
+    submission_id: int
+    """The submission the link was sent for."""
+    letter_slug: str
+    already: bool
+    """Nothing was counted: the address's signature was already confirmed (by this link
+    or another)."""
 
 
 # --- Signing -------------------------------------------------------------------------
@@ -565,10 +581,10 @@ def _find(session: Session, public_id: str) -> tuple[PendingSignature, Letter]:
     return row[0], row[1]
 
 
-def _signature_status(session: Session, pending: PendingSignature) -> SignatureStatus | None:
+def _signature_status(session: Session, letter_id: int, hashed: str) -> SignatureStatus | None:
     return session.scalar(
         select(Signature.status).where(
-            Signature.letter_id == pending.letter_id, Signature.email_hash == pending.email_hash
+            Signature.letter_id == letter_id, Signature.email_hash == hashed
         )
     )
 
@@ -576,49 +592,71 @@ def _signature_status(session: Session, pending: PendingSignature) -> SignatureS
 def read_verification(session: Session, *, token: str, settings: Settings) -> Verification:
     """For the verify page (GET): checks the link, changes nothing."""
     pending, letter = _find(session, _public_id_from(token, settings))
-    status = _signature_status(session, pending)
+    status = _signature_status(session, pending.letter_id, pending.email_hash)
     if status == SignatureStatus.REMOVED:
         raise _gone()
     already = pending.state == PendingState.CONFIRMED or status == SignatureStatus.VERIFIED
     return Verification(pending, letter, already)
 
 
+_CONFIRM_READS = (
+    "id",
+    "public_id",
+    "state",
+    "letter_id",
+    "email_hash",
+    "display",
+    "show_domain",
+    "email_domain",
+    *_IDENTITY_GONE,
+    "contact_ok",
+    "email",
+    "name_threshold",
+    "comment",
+    "comment_public_ok",
+    "version",
+    "locale",
+    "receipt_commitment",
+)
+"""The submission's columns a confirmation reads."""
+_LETTERS = cast(Table, Letter.__table__)
 _LOCK_ADDRESS = (
-    select(PendingSignature, Letter)
-    .join(Letter, Letter.id == PendingSignature.letter_id)
+    select(
+        *(_PENDING.c[name] for name in _CONFIRM_READS),
+        _LETTERS.c.slug.label("letter_slug"),
+        _LETTERS.c.goal.label("letter_goal"),
+        _LETTERS.c.goal_reached_at.label("letter_goal_reached_at"),
+        # The letter model's own rule, in SQL (a hybrid), at the confirmation's time.
+        cast("ColumnElement[bool]", Letter.is_open(cast(datetime, bindparam("now")))).label(
+            "letter_open"
+        ),
+    )
+    .join_from(_PENDING, _LETTERS, _LETTERS.c.id == _PENDING.c.letter_id)
     .where(
-        tuple_(PendingSignature.letter_id, PendingSignature.email_hash).in_(
-            select(PendingSignature.letter_id, PendingSignature.email_hash).where(
-                PendingSignature.public_id == bindparam("public_id")
+        tuple_(_PENDING.c.letter_id, _PENDING.c.email_hash).in_(
+            select(_PENDING.c.letter_id, _PENDING.c.email_hash).where(
+                _PENDING.c.public_id == bindparam("public_id")
             )
         )
     )
-    .order_by(PendingSignature.id)
-    .with_for_update(of=PendingSignature)
-    # The letter's text and settings are not needed to confirm (loaded if ever read).
-    .options(
-        load_only(
-            Letter.id,
-            Letter.slug,
-            Letter.status,
-            Letter.closes_at,
-            Letter.goal,
-            Letter.goal_reached_at,
-        )
-    )
-    .execution_options(populate_existing=True)
+    .order_by(_PENDING.c.id)
+    .with_for_update(of=_PENDING)
 )
-"""`_lock_address`'s query, built once (as the other statements on the confirm path)."""
+"""`_lock_address`'s query, built once, on the tables (as the other statements on the
+confirm path): rows, not entities, and only the columns a confirmation reads."""
 
 
-def _lock_address(session: Session, public_id: str) -> tuple[PendingSignature, Letter]:
-    """The submission and its letter, with every submission of the same address locked
-    first, in id order: two versions confirmed at once queue here instead of
-    deadlocking further on. One query."""
-    rows = session.execute(_LOCK_ADDRESS, {"public_id": public_id}).all()
-    for pending, letter in rows:
-        if pending.public_id == public_id and pending.state != PendingState.SKIPPED:
-            return pending, letter
+def _lock_address(
+    session: Session, public_id: str, now: datetime
+) -> tuple[Row[*tuple[Any, ...]], list[int]]:
+    """The submission with its letter's slug, goal and whether it is open at `now`, and
+    the ids of its address's submissions, every one of them locked first, in id order:
+    two versions confirmed at once queue here instead of deadlocking further on. One
+    query."""
+    rows = session.execute(_LOCK_ADDRESS, {"public_id": public_id, "now": now}).all()
+    for row in rows:
+        if row.public_id == public_id and row.state != PendingState.SKIPPED:
+            return row, [submission.id for submission in rows]
     raise _gone()
 
 
@@ -650,19 +688,13 @@ _WIPE_ADDRESS = (
 )
 
 
-def _wipe_address(session: Session, pending: PendingSignature) -> None:
-    """`pending` is confirmed. None of its address's submissions can be confirmed any
-    more, so none keeps an identity or a comment; only one still waiting for its email
-    keeps the address, for its "already signed" note. One statement."""
-    session.execute(
-        _WIPE_ADDRESS,
-        {
-            "address_letter": pending.letter_id,
-            "address_hash": pending.email_hash,
-            "pending_id": pending.id,
-        },
-    )
-    session.expire(pending)
+def _address_of(submission: Row[*tuple[Any, ...]]) -> dict[str, Any]:
+    """`_WIPE_ADDRESS`'s parameters for a submission being confirmed."""
+    return {
+        "address_letter": submission.letter_id,
+        "address_hash": submission.email_hash,
+        "pending_id": submission.id,
+    }
 
 
 _CONFIRMED_COLUMNS = (
@@ -692,16 +724,30 @@ def _confirm_upsert(dialect: str) -> Any:
     """The confirmation's INSERT … ON CONFLICT, built once per dialect with bound
     parameters (building it per call cost more CPU than running it): a new row, or a
     withdrawn one brought back with the new values; a confirmed or removed one is left
-    alone (no row returned)."""
+    alone (no row returned). On PostgreSQL the same statement wipes the address's
+    submissions (`_WIPE_ADDRESS`, a data-modifying CTE: one round trip, not two)."""
     table = _SIGNATURES
     names = ("letter_id", "email_hash", *_CONFIRMED_COLUMNS)
     insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
-    statement = insert.values({name: bindparam(name, type_=table.c[name].type) for name in names})
-    return statement.on_conflict_do_update(
+    # Parameters named apart from the columns: SQLAlchemy would take a parameter named
+    # as a column for one more SET of the UPDATE in the CTE.
+    # (The columns' Python-side defaults as SQL too: SQLAlchemy fills those in wrongly
+    # when a CTE's UPDATE comes with the INSERT.)
+    statement = insert.values(
+        {
+            **{name: bindparam(f"new_{name}", type_=table.c[name].type) for name in names},
+            "hidden": false(),
+            "organizer_confirmed": false(),
+        }
+    )
+    upsert = statement.on_conflict_do_update(
         index_elements=["letter_id", "email_hash"],
         set_={name: statement.excluded[name] for name in _CONFIRMED_COLUMNS},
         where=table.c.status == SignatureStatus.WITHDRAWN,
     ).returning(table.c.id)
+    if dialect == "postgresql":
+        upsert = upsert.add_cte(_WIPE_ADDRESS.cte("wipe"))
+    return upsert
 
 
 _TALLIES = cast(Table, LetterTally.__table__)
@@ -723,24 +769,31 @@ _COUNT_AND_PLACE = (
     )
     .values(position=_TALLY.c.last_position)
     .returning(_TALLY.c.last_position, _TALLY.c.verified_count)
+    .add_cte(signlog.INSERT_ONE.cte("entry"))
 )
-"""PostgreSQL: `letters.service.count_new_signature` and the new signature's list
-position in one statement (a data-modifying CTE)."""
+"""PostgreSQL: the confirmation's log entry (`signlog.INSERT_ONE`),
+`letters.service.count_new_signature` and the new signature's list position in one
+statement (data-modifying CTEs)."""
 
 
-def verify_signature(session: Session, *, token: str, settings: Settings) -> Verification:
+def verify_signature(session: Session, *, token: str, settings: Settings) -> Confirmation:
     """Confirms exactly the submission this link was sent for, once. The tally and the
     list position move in the same transaction.
 
     The signature gets the submission's fields (an anonymous one: none of its identity,
     but its comment), the version it signed, and the submission's random `public_id`
     for the signer's private links (manage, unsubscribe). A withdrawn signature that
-    comes back takes the new submission's, and its new comment waits for approval again."""
-    pending, letter = _lock_address(session, _public_id_from(token, settings))
-    if pending.state == PendingState.CONFIRMED:
-        return Verification(pending, letter, already=True)
+    comes back takes the new submission's, and its new comment waits for approval again.
+
+    On PostgreSQL, three statements before the commit (the lock, the upsert with the
+    address's wipe, the log entry with the count and the place); on SQLite, one writer
+    at a time anyway, five plain ones."""
+    public_id = _public_id_from(token, settings)
     now = utcnow()
-    if not letter.is_open(now):
+    pending, submissions = _lock_address(session, public_id, now)
+    if pending.state == PendingState.CONFIRMED:
+        return Confirmation(pending.id, pending.letter_slug, already=True)
+    if not pending.letter_open:
         raise LetterClosedBeforeVerification()
     public = pending.display == SignatureDisplay.PUBLIC
     # The badge: the domain the link reached, never a free-mail one (checked when
@@ -779,48 +832,95 @@ def verify_signature(session: Session, *, token: str, settings: Settings) -> Ver
         # The commitment its receipt email carries the secret of (a submission queued
         # before receipts existed gets one whose secret nobody holds).
         "receipt_commitment": pending.receipt_commitment or signlog.new_receipt()[1],
+        # The submission's own random id: the manage link in the email that carried
+        # this confirmation link (salt `signature-manage`) then manages the signature
+        # it made.
+        "public_id": public_id,
     }
     letter_id, hashed = pending.letter_id, pending.email_hash
-    # The submission's own random id: the manage link in the email that carried this
-    # confirmation link (salt `signature-manage`) then manages the signature it made.
-    public_id = pending.public_id
+    on_postgresql = session.get_bind().dialect.name == "postgresql"
     # A withdrawn signature comes back with this submission's fields and links (the
     # old ones stop working); a confirmed or removed one is left alone (no row).
+    # None of the address's submissions can be confirmed any more: none keeps an
+    # identity or a comment (`_WIPE_ADDRESS`; on PostgreSQL, in the same statement).
     signature_id = session.scalar(
         _confirm_upsert(session.get_bind().dialect.name),
-        {"letter_id": letter_id, "email_hash": hashed, "public_id": public_id, **values},
+        {
+            "new_letter_id": letter_id,
+            "new_email_hash": hashed,
+            **{f"new_{name}": value for name, value in values.items()},
+            **(_address_of(pending) if on_postgresql else {}),
+        },
     )
-    if signature_id is None and _signature_status(session, pending) == SignatureStatus.REMOVED:
-        raise _gone()
-    _wipe_address(session, pending)
+    if signature_id is None and _signature_status(session, letter_id, hashed) == (
+        SignatureStatus.REMOVED
+    ):
+        raise _gone()  # (the wipe is rolled back with the rest)
+    if not on_postgresql:
+        session.execute(_WIPE_ADDRESS, _address_of(pending))
     if signature_id is None:
-        return Verification(pending, letter, already=True)
-    signlog.record(
-        session,
-        letter_id=letter_id,
-        reason=LogReason.CONFIRMED,
-        commitments=[values["receipt_commitment"]],
-        now=now,
-    )
+        _reload_later(session, letter_id=letter_id, submission_ids=submissions, signature_id=None)
+        return Confirmation(pending.id, pending.letter_slug, already=True)
     # Last, so the one row every confirmation of this letter needs is locked only until
     # the commit that follows.
-    goal = letter.goal if letter.goal_reached_at is None else None
-    if session.get_bind().dialect.name == "postgresql":
+    goal = pending.letter_goal if pending.letter_goal_reached_at is None else None
+    commitment = values["receipt_commitment"]
+    if on_postgresql:
         # One round trip while the counter row is locked, not two: the app's thread
         # may wait for the GIL between statements, and every confirmation of this
         # letter waits with it.
         count = session.execute(
-            _COUNT_AND_PLACE, {"tally_of": letter_id, "signature_of": signature_id}
+            _COUNT_AND_PLACE,
+            {
+                "tally_of": letter_id,
+                "signature_of": signature_id,
+                **signlog.entry_values(
+                    letter_id=letter_id,
+                    reason=LogReason.CONFIRMED,
+                    commitment=commitment,
+                    now=now,
+                ),
+            },
         ).one()[1]
         if goal is not None and count >= goal:
             note_goal_reached(session, letter_id=letter_id, count=count)
     else:  # SQLite: one writer at a time anyway
+        signlog.record(
+            session,
+            letter_id=letter_id,
+            reason=LogReason.CONFIRMED,
+            commitments=[commitment],
+            now=now,
+        )
         position = count_new_signature(session, letter_id=letter_id, goal=goal)
         session.execute(
-            update(Signature).where(Signature.id == signature_id).values(position=position)
+            update(_SIGNATURES).where(_SIGNATURES.c.id == signature_id).values(position=position)
         )
-    metrics.count_after_commit(session, metrics.CONFIRMATIONS, letter.slug)
-    return Verification(pending, letter, already=False)
+    metrics.count_after_commit(session, metrics.CONFIRMATIONS, pending.letter_slug)
+    _reload_later(
+        session, letter_id=letter_id, submission_ids=submissions, signature_id=signature_id
+    )
+    return Confirmation(pending.id, pending.letter_slug, already=False)
+
+
+def _reload_later(
+    session: Session, *, letter_id: int, submission_ids: Sequence[int], signature_id: int | None
+) -> None:
+    """The confirmation wrote with Core statements, which leave the entities a session
+    holds as they were: the ones it changed (the address's submissions, the signature,
+    the counter) are read again when next used. A request's session holds none."""
+    if not session.identity_map:
+        return
+    keys = [
+        *(identity_key(PendingSignature, submission) for submission in submission_ids),
+        identity_key(LetterTally, letter_id),
+    ]
+    if signature_id is not None:
+        keys.append(identity_key(Signature, signature_id))
+    for key in keys:
+        held = session.identity_map.get(key)
+        if held is not None:
+            session.expire(held)
 
 
 # --- Listing -------------------------------------------------------------------------

@@ -17,9 +17,9 @@ import hashlib
 import secrets
 from collections.abc import Iterable
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import Table, insert
+from sqlalchemy import Table, bindparam, insert
 from sqlalchemy.orm import Session
 
 from app.signlog.models import LogEntry, LogEvent, LogReason
@@ -71,9 +71,33 @@ def commitment_of(secret: str) -> str:
     return hashlib.sha256(raw).hexdigest()
 
 
-_INSERT = insert(cast(Table, LogEntry.__table__))
+_TABLE = cast(Table, LogEntry.__table__)
+_INSERT = insert(_TABLE)
 """Built once, on the table (no ORM bulk machinery): an executemany of (letter_id, event,
 reason, hour, commitment)."""
+INSERT_ONE = insert(_TABLE).values(
+    letter_id=bindparam("entry_letter", type_=_TABLE.c.letter_id.type),
+    seq=None,
+    event=bindparam("entry_event", type_=_TABLE.c.event.type),
+    reason=bindparam("entry_reason", type_=_TABLE.c.reason.type),
+    hour=bindparam("entry_hour", type_=_TABLE.c.hour.type),
+    commitment=bindparam("entry_commitment", type_=_TABLE.c.commitment.type),
+)
+"""One entry, with parameters named apart (`entry_values`), for a statement that does
+more than queue it: on PostgreSQL a confirmation's count and place take it as a CTE."""
+
+
+def entry_values(
+    *, letter_id: int, reason: LogReason, commitment: str, now: datetime
+) -> dict[str, Any]:
+    """`INSERT_ONE`'s parameters: the entry `record` would queue for one commitment."""
+    return {
+        "entry_letter": letter_id,
+        "entry_event": (LogEvent.ADD if reason in ADDING else LogEvent.REMOVE).value,
+        "entry_reason": reason.value,
+        "entry_hour": hour_of(now),
+        "entry_commitment": commitment,
+    }
 
 
 def record(

@@ -155,6 +155,11 @@ async def _write_session(request: Request) -> AsyncIterator[Session]:
                     limiter=admission.teardown,
                 )
             raise
+        if session.get_transaction() is None:
+            # The endpoint committed (the hot routes do, D183): no connection is held and
+            # ending the block does no I/O, so it ends here, without a thread hop.
+            transaction.__exit__(None, None, None)
+            return
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(
                 transaction.__exit__, None, None, None, limiter=admission.teardown

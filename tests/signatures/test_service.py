@@ -331,7 +331,7 @@ def test_nobody_can_lock_a_person_out_of_signing(session: Session, settings: Set
     notify_pending(session, settings=settings, now=now + window + timedelta(minutes=1))
     body = outbox_to(session, settings, letter, "victim@example.org")[-1][1]
     found = verify_signature(session, token=token_in(body, settings), settings=settings)
-    assert found.pending.id == mine.id
+    assert found.submission_id == mine.id
     [signature] = signatures_of(session, letter)
     assert signature.display == SignatureDisplay.ANONYMOUS
     assert tally(session, letter) == 1
@@ -435,6 +435,27 @@ def test_verify_counts_once(session: Session, settings: Settings) -> None:
     assert tally(session, letter) == 1
     assert get_public_letter(session, slug=letter.slug).signature_count == 1
     assert fresh(session, pending).state == PendingState.CONFIRMED
+
+
+def test_a_session_that_holds_the_rows_sees_the_confirmation(
+    session: Session, settings: Settings
+) -> None:
+    """The confirmation writes with Core statements (no entities): the rows it changed
+    that the caller's session holds are read again, not left as they were."""
+    letter = make_letter(session)
+    held_tally = session.get_one(LetterTally, letter.id)
+    assert held_tally.verified_count == 0
+    pending = sign(session, letter, settings, name="Ada Held", email="ada@example.org")
+    again = sign(session, letter, settings, name="Ada Later", email="ada@example.org")
+    assert (pending.state, again.name) == (PendingState.WAITING, "Ada Later")
+
+    done = verify_signature(session, token=verify_token(settings, pending), settings=settings)
+
+    assert (done.already, done.submission_id) == (False, pending.id)
+    assert (held_tally.verified_count, held_tally.last_position) == (1, 1)
+    assert (pending.state, pending.name, pending.email) == (PendingState.CONFIRMED, "", None)
+    assert (again.state, again.name) == (PendingState.WAITING, "")
+    assert again.email is not None  # still waiting for its email: the "already signed" note
 
 
 def test_read_verification_changes_nothing(session: Session, settings: Settings) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import anyio.to_thread
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -92,3 +93,41 @@ def test_the_count_and_its_commit_run_in_one_thread(
     kinds = [kind for kind, _ in seen]
     assert kinds[:2] == ["count", "commit in endpoint"], kinds
     assert seen[0][1] == seen[1][1]  # the same thread
+
+
+@pytest.mark.usefixtures("letter")
+@pytest.mark.parametrize("route", ["api", "sign"])
+def test_a_committed_endpoints_session_ends_without_a_thread(
+    app: FastAPI,
+    app_settings: Settings,
+    client: TestClient,
+    route: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After the endpoint's own commit, WriteSession's teardown has no I/O left: it ends
+    the session on the event loop instead of hopping to a thread (one hop per signature
+    and per confirmation saved)."""
+    token = _token(app, client, app_settings, f"{route}@example.org")
+    hops: list[object] = []
+    run_sync = anyio.to_thread.run_sync
+
+    async def counted(function: Any, *args: Any, **kwargs: Any) -> Any:
+        if getattr(function, "__name__", "") == "__exit__":  # the session's end
+            hops.append(function)
+        return await run_sync(function, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
+    if route == "api":
+        answer = client.post("/api/v1/signatures/verify", json={"token": token})
+        assert answer.status_code == 200
+    else:
+        answer = client.post(
+            "/api/v1/letters/ice-out/signatures", json={**GOOD_FORM, "email": "two@example.org"}
+        )
+        assert answer.status_code == 202
+    assert hops == []
+    # A write that fails still ends in a thread: its rollback may wait on the database.
+    refused = client.post("/api/v1/signatures/verify", json={"token": tokens.issue(
+        app_settings.secret, tokens.Purpose.SIGNATURE_VERIFY, "0" * 32)})  # fmt: skip
+    assert refused.status_code == 400
+    assert len(hops) == 1
