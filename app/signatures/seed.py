@@ -47,7 +47,6 @@ from datetime import datetime, timedelta
 from operator import itemgetter
 from typing import Any
 
-from psycopg.copy import QueuedLibpqWriter
 from sqlalchemy import insert, text, update
 from sqlalchemy.orm import Session
 
@@ -426,6 +425,8 @@ def _copy(session: Session, rows: _Rows, tree: _Log | None) -> None:
     streams the previous chunks to the server (the server's work and ours overlap), then
     its log entries (made meanwhile), then, when the seed writes its log, the round's
     stored hashes and checkpoints."""
+    from psycopg.copy import QueuedLibpqWriter  # PostgreSQL only (D187)
+
     connection = session.connection().connection.driver_connection
     signatures = f"COPY signatures ({', '.join(COLUMNS)}) FROM STDIN"
     entries = f"COPY log_entries ({', '.join(ENTRY_COLUMNS)}) FROM STDIN"

@@ -28,7 +28,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from psycopg.copy import QueuedLibpqWriter
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
@@ -380,6 +379,8 @@ def store_hashes(session: Session, letter_id: int, start: int, hashes: list[byte
     if session.get_bind().dialect.name != "postgresql":
         TableHashes(session, letter_id).store(start, hashes)
         return
+    from psycopg.copy import QueuedLibpqWriter  # PostgreSQL only (D187)
+
     connection = session.connection().connection.driver_connection
     statement = "COPY log_hashes (letter_id, idx, hash) FROM STDIN"
     prefix = f"{letter_id}\t"
