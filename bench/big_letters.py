@@ -2,8 +2,10 @@
 
 On PostgreSQL, two letters are seeded with `undersigned dev seed` (1,000 and 1,000,000
 confirmed signatures by default; the seeding time is reported), published, and served by
-one live `undersigned serve --no-worker` process on loopback. One client then asks, one
-request at a time (latency, not throughput), for:
+one live `undersigned serve --no-worker` process on loopback, with its in-process cache
+of public answers off (`PUBLIC_CACHE_SECONDS=0`: every answer is computed from the
+database, as a cache miss is). One client then asks, one request at a time (latency,
+not throughput), for:
 
 - the tally API (`GET /api/v1/letters/SLUG`),
 - the letter page (`GET /letters/SLUG`),
@@ -193,7 +195,12 @@ def main(argv: list[str] | None = None) -> int:
         port = free_port()
         script = str(Path(sys.executable).with_name("undersigned"))
         command = [script, "serve", "--host", HOST, "--port", str(port), "--no-worker"]
-        server = Server("app", command, env=env, cwd=ROOT, log=data_dir / "serve.log", port=port)
+        # No in-process cache of public answers (app/web/cache.py): every request does its
+        # database work, which is what a big letter could make slower. Through the cache,
+        # both letters answer from memory and the ratios say nothing.
+        uncached = {**env, "UNDERSIGNED_PUBLIC_CACHE_SECONDS": "0"}
+        server = Server("app", command, env=uncached, cwd=ROOT, log=data_dir / "serve.log",
+                        port=port)  # fmt: skip
         server.start()
         try:
             server.wait_ready("/healthz")

@@ -14,7 +14,8 @@ Rules kept here:
   `name_threshold` N is listed as anonymous, with the badge, until at least N others are
   in that crowd; without a badge there is no crowd to count, so the name stays
   withheld.
-- Crowds are counted for the groups a page needs, in one GROUP BY, never per signer.
+- Crowds are counted for the groups a page needs, in one query, never per signer, and
+  only as far as a threshold needs (`CROWD_CAP`).
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, func, literal, select, union_all
 from sqlalchemy.orm import Session
 
 from app.letters.badges import earns_badge
-from app.letters.models import Letter
+from app.letters.models import NAME_THRESHOLDS, Letter
 from app.signatures.models import Signature, SignatureDisplay, SignatureStatus
 
 Group = tuple[str, str]
@@ -68,26 +69,50 @@ def _siblings(letter: Letter, groups: set[Group]) -> set[str]:
     return domains
 
 
+CROWD_CAP = max(NAME_THRESHOLDS) + 1
+"""Crowds are counted up to this many signatures per domain: enough to decide every
+threshold (a name waits for N others besides itself), and a page of a letter with a
+million signers costs what it costs with a thousand (D188)."""
+
+
 def crowd_sizes(session: Session, letter: Letter, domains: Iterable[str]) -> dict[Group, int]:
     """How many counted, listed signatures show a badge in the groups of `domains`
-    (badge domains only), by group. One GROUP BY; no query when there is nothing to
-    count."""
+    (badge domains only), by group, each domain counted up to `CROWD_CAP` (a group of
+    several domains may sum to more). One query, an index range of at most CROWD_CAP
+    rows per domain; no query when there is nothing to count."""
     groups = {group_of(letter, domain) for domain in domains if badge_domain(True, domain)}
     if not groups:
         return {}
-    siblings = sorted(_siblings(letter, groups))
+    siblings = [
+        domain for domain in sorted(_siblings(letter, groups)) if badge_domain(True, domain)
+    ]
     sizes: dict[Group, int] = dict.fromkeys(groups, 0)
-    for domain, count in session.execute(
-        select(Signature.email_domain, func.count())
-        .where(
-            *listed(letter.id),
-            Signature.show_domain.is_(True),
-            Signature.email_domain.in_(siblings),
+    if not siblings:
+        return sizes
+    counts = union_all(
+        *(
+            select(
+                literal(index).label("domain_index"),
+                select(func.count())
+                .select_from(
+                    select(Signature.id)
+                    .where(
+                        *listed(letter.id),
+                        Signature.show_domain.is_(True),
+                        Signature.email_domain == domain,
+                    )
+                    .limit(CROWD_CAP)
+                    .subquery()
+                )
+                .scalar_subquery()
+                .label("crowd"),
+            )
+            for index, domain in enumerate(siblings)
         )
-        .group_by(Signature.email_domain)
-    ):
-        group = group_of(letter, domain)
-        if group in sizes and badge_domain(True, domain):
+    )
+    for index, count in session.execute(counts):
+        group = group_of(letter, siblings[index])
+        if group in sizes:
             sizes[group] += int(count)
     return sizes
 

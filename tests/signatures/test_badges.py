@@ -16,10 +16,10 @@ from sqlalchemy.orm import Session
 
 from app.db import utcnow
 from app.errors import InvalidInput, NotFound
-from app.letters.models import Letter, SignerKind
+from app.letters.models import NAME_THRESHOLDS, Letter, SignerKind
 from app.organizers.models import AuditEvent
 from app.organizers.service import SHELL
-from app.signatures import moderation
+from app.signatures import badges, moderation
 from app.signatures.breakdown import BreakdownGroup, letter_breakdown
 from app.signatures.models import Signature, SignatureDisplay, SignatureStatus
 from app.signatures.service import list_public_signatures, recent_public_signers
@@ -176,6 +176,25 @@ def test_the_crowd_is_the_company_across_its_domains(session: Session) -> None:
     add(session, letter, "youtube.com", display=ANONYMOUS)
     first = listed(session, letter, limit=100)[-1]
     assert (first.name, first.verified_company) == ("Waiting", "Google")
+
+
+@pytest.mark.parametrize(("others", "shown"), [(49, False), (50, True)])
+def test_crowds_are_counted_only_as_far_as_the_highest_threshold(
+    session: Session, others: int, shown: bool
+) -> None:
+    """A crowd is counted up to CROWD_CAP per domain (D188), so a page of a letter with a
+    million signers costs what it costs with a thousand; the highest threshold is still
+    decided exactly, and a company of several domains adds them up."""
+    assert badges.CROWD_CAP == max(NAME_THRESHOLDS) + 1 == 51
+    letter = make_letter(session)
+    letter.domain_names = {"acme.com": "Acme", "acme.net": "Acme"}
+    add(session, letter, "acme.com", name="Very Careful", threshold=50)
+    crowd(session, letter, "acme.com", others - 5, display=ANONYMOUS)
+    crowd(session, letter, "acme.net", 5, display=ANONYMOUS)
+    crowd(session, letter, "big.example", badges.CROWD_CAP + 20, display=ANONYMOUS)
+    assert (listed(session, letter, limit=200)[-1].name == "Very Careful") is shown
+    sizes = badges.crowd_sizes(session, letter, ["acme.net", "big.example", "gmail.com"])
+    assert sizes == {("company", "Acme"): others + 1, ("domain", "big.example"): 51}
 
 
 def test_a_threshold_without_a_badge_keeps_the_name_waiting(session: Session) -> None:
