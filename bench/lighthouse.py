@@ -20,7 +20,6 @@ var/lighthouse/reports/.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -30,13 +29,12 @@ from pathlib import Path
 
 from tests.support.ports import free_port
 from tests.support.processes import clean_env, console_script, wait_until_healthy
-from tests.support.tools import LIGHTHOUSE, install_tools
+from tests.support.tools import LIGHTHOUSE, install_tools, run_lighthouse
 
 ROOT = Path(__file__).resolve().parent.parent
 HOME = ROOT / "var" / "lighthouse"
 LIGHTHOUSE_VERSION = "12.8.2"  # as tests/tools/package.json pins it
 CHROMIUM = "/usr/bin/chromium"
-CHROME_FLAGS = "--headless --no-sandbox --disable-gpu --disable-background-networking"
 PAGES = ("/", "/letters/ice-out", "/letters/ice-out/signers")
 CATEGORIES = ("performance", "accessibility", "best-practices", "seo")
 MUST_PASS = ("uses-long-cache-ttl", "uses-text-compression")
@@ -85,20 +83,6 @@ def serve_demo(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
     return server, url
 
 
-def run_lighthouse(lighthouse: Path, url: str, report: Path, chromium: str) -> dict[str, object]:
-    env = {**os.environ, "CHROME_PATH": chromium}
-    command = [
-        str(lighthouse), url,
-        "--output=json", f"--output-path={report}",
-        f"--only-categories={','.join(CATEGORIES)}",
-        f"--chrome-flags={CHROME_FLAGS}",
-        "--quiet",
-    ]  # fmt: skip  # mobile (Moto G Power, slow 4G, 4x CPU) is Lighthouse's default
-    subprocess.run(command, env=env, check=True, timeout=RUN_SECONDS)
-    data: dict[str, object] = json.loads(report.read_text())
-    return data
-
-
 def read_result(path: str, data: dict[str, object]) -> Result:
     categories = data["categories"]
     audits = data["audits"]
@@ -128,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if not Path(args.chromium).exists():
         raise SystemExit(f"no Chromium at {args.chromium} (apt-get install chromium)")
-    lighthouse = ensure_lighthouse()
+    ensure_lighthouse()
     reports = HOME / "reports"
     reports.mkdir(parents=True, exist_ok=True)
     results: list[Result] = []
@@ -140,8 +124,12 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for path in PAGES:
                 name = path.strip("/").replace("/", "_") or "home"
-                data = run_lighthouse(
-                    lighthouse, base + path, reports / f"{name}.json", args.chromium
+                data = run_lighthouse(  # retried when Chromium's trace fails
+                    base + path,
+                    reports / f"{name}.json",
+                    chromium=args.chromium,
+                    categories=CATEGORIES,
+                    timeout=RUN_SECONDS,
                 )
                 results.append(read_result(path, data))
         finally:

@@ -23,6 +23,7 @@ VNU_JAR = TOOLS / "node_modules" / "vnu-jar" / "build" / "dist" / "vnu.jar"
 LIGHTHOUSE = TOOLS / "node_modules" / ".bin" / "lighthouse"
 LIGHTHOUSE_CHROME_FLAGS = "--headless --no-sandbox --disable-gpu --disable-background-networking"
 INSTALL_HINT = "npm ci --prefix tests/tools"
+LIGHTHOUSE_ATTEMPTS = 3
 
 
 def install_tools() -> None:
@@ -119,7 +120,16 @@ def run_lighthouse(
         "--quiet",
     ]  # fmt: skip
     env = {**os.environ, "CHROME_PATH": chromium}
-    subprocess.run(command, env=env, check=True, timeout=timeout)  # noqa: S603
+    for attempt in range(1, LIGHTHOUSE_ATTEMPTS + 1):
+        try:
+            subprocess.run(command, env=env, check=True, timeout=timeout)  # noqa: S603
+            break
+        except subprocess.CalledProcessError:
+            # "Something went wrong with recording the trace over your page load. Please
+            # run Lighthouse again. (NO_NAVSTART)": Chromium's trace, now and then. A run
+            # that fails writes no report, so nothing of it is judged.
+            if attempt == LIGHTHOUSE_ATTEMPTS:
+                raise
     data: dict[str, Any] = json.loads(report.read_text())
     return data
 
