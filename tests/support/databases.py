@@ -41,6 +41,16 @@ def create_postgres_database(server_url: str, name: str) -> str:
     return _server_url(server_url, name)
 
 
+def copy_postgres_database(server_url: str, template: str, name: str) -> str:
+    """`name` afresh as a copy of `template` (which nobody may be connected to); its URL."""
+    _run(
+        server_url,
+        f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
+        f'CREATE DATABASE "{name}" TEMPLATE "{template}"',
+    )
+    return _server_url(server_url, name)
+
+
 def drop_postgres_database(server_url: str, name: str) -> None:
     _run(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
