@@ -31,6 +31,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench import big_letters
 from bench.servers import DEFAULT_PG, ROOT, SECRET_KEY, pg_server_url
 from tests.support.databases import (
     copy_postgres_database,
@@ -40,41 +41,16 @@ from tests.support.databases import (
 
 DATABASE = "undersigned_bench_instr"
 SLUG = "ice-out"
+PREFIX = "instr"
+"""The submissions' addresses start with it (`scenarios.confirmation_tokens` finds them)."""
 _COLLECTED = re.compile(r"Collected : (\d+)")
 
 
 def _env(database_url: str, data_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UNDERSIGNED_")}
-    env.update(
-        UNDERSIGNED_DATABASE_URL=database_url,
-        UNDERSIGNED_SECRET_KEY=SECRET_KEY,
-        UNDERSIGNED_DATA_DIR=str(data_dir),
-        UNDERSIGNED_BASE_URL="http://127.0.0.1:9",
-        UNDERSIGNED_RATE_LIMITS="off",
-        UNDERSIGNED_MAIL_BACKEND="dev",
-        UNDERSIGNED_LOG_LEVEL="warning",
-    )
+    """bench/big_letters.py's environment, with a base URL and the dev mailbox."""
+    env = big_letters._env(database_url, data_dir)
+    env.update(UNDERSIGNED_BASE_URL="http://127.0.0.1:9", UNDERSIGNED_MAIL_BACKEND="dev")
     return env
-
-
-def _waiting_tokens(database_url: str) -> list[str]:
-    from sqlalchemy import select
-
-    from app import tokens
-    from app.db import Database
-    from app.models import import_all
-    from app.signatures.models import PendingSignature, PendingState
-
-    import_all()
-    database = Database(database_url)
-    with database.read() as session:
-        public_ids = session.scalars(
-            select(PendingSignature.public_id)
-            .where(PendingSignature.state == PendingState.WAITING)
-            .order_by(PendingSignature.id)
-        ).all()
-    database.dispose()
-    return [tokens.issue(SECRET_KEY, tokens.Purpose.SIGNATURE_VERIFY, p) for p in public_ids]
 
 
 def _sign(database_url: str, count: int) -> None:
@@ -89,7 +65,7 @@ def _sign(database_url: str, count: int) -> None:
     settings = Settings()
     database = Database(database_url)
     for n in range(count):
-        data = SignatureIn(name=f"Signer {n}", email=f"signer{n}@example.org")
+        data = SignatureIn(name=f"Signer {n}", email=f"{PREFIX}-{n}@example.org")
         with database.write() as session:
             sign_letter(session, slug=SLUG, data=data, settings=settings, source_hash="bench")
     database.dispose()
@@ -97,12 +73,16 @@ def _sign(database_url: str, count: int) -> None:
 
 def _confirm(path: str, database_url: str, count: int) -> None:
     """The child: `count` confirmations of the oldest waiting submissions."""
-    confirmations = _waiting_tokens(database_url)[:count]
+    from app.db import Database
+    from bench.scenarios import confirmation_tokens
+
+    database = Database(database_url)
+    confirmations = confirmation_tokens(database, SECRET_KEY, PREFIX)[:count]
+    database.dispose()
     if len(confirmations) < count:
         raise SystemExit(f"only {len(confirmations)} submissions wait, {count} asked for")
     if path == "service":
         from app.config import Settings
-        from app.db import Database
         from app.signatures.service import verify_signature
 
         settings = Settings()

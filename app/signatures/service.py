@@ -838,13 +838,14 @@ def verify_signature(session: Session, *, token: str, settings: Settings) -> Con
         "public_id": public_id,
     }
     letter_id, hashed = pending.letter_id, pending.email_hash
-    on_postgresql = session.get_bind().dialect.name == "postgresql"
+    dialect = session.get_bind().dialect.name
+    on_postgresql = dialect == "postgresql"
     # A withdrawn signature comes back with this submission's fields and links (the
     # old ones stop working); a confirmed or removed one is left alone (no row).
     # None of the address's submissions can be confirmed any more: none keeps an
     # identity or a comment (`_WIPE_ADDRESS`; on PostgreSQL, in the same statement).
     signature_id = session.scalar(
-        _confirm_upsert(session.get_bind().dialect.name),
+        _confirm_upsert(dialect),
         {
             "new_letter_id": letter_id,
             "new_email_hash": hashed,
