@@ -87,7 +87,7 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite:///./var/undersigned.db"
     database_pool_size: int = Field(
-        default=8,
+        default=5,  # app.db.DEFAULT_POOL_SIZE (D191); tests/test_db.py checks they agree
         ge=3,
         le=1000,
         description="Database connections per process; all but 2 serve requests (D51).",

@@ -45,7 +45,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, ExceptionContext
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -104,12 +104,13 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-DEFAULT_POOL_SIZE = 8
+DEFAULT_POOL_SIZE = 5
 """Connections per process (UNDERSIGNED_DATABASE_POOL_SIZE). Several processes x this
-must stay under PostgreSQL's max_connections (or put PgBouncer in front). Eight, so six
-requests per process use the database at once (D184): the work is CPU-bound Python, and
-with 18 a process ran 18 threads that mostly waited for the interpreter lock, the
-counter row among them (measured: sign 576 -> 726/s, confirm 307 -> 394/s, p99 halved)."""
+must stay under PostgreSQL's max_connections (or put PgBouncer in front). Five, so three
+requests per process use the database at once (D184, D191): the work is CPU-bound
+Python, and more threads per process mostly wait for the interpreter lock, the counter
+row among them (measured: 18 -> 6 slots, sign 576 -> 726/s and confirm 307 -> 394/s;
+6 -> 3 slots, confirm 426 -> 505/s with p99 183 -> 165 ms)."""
 RESERVED_CONNECTIONS = 2
 """Of the pool, kept out of reach of requests: one for the in-process mail worker, one
 for health checks (`Database.ping`, one at a time). The rest, `request_slots`, is what
@@ -160,9 +161,6 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     # A fixed pool (no overflow): app/web/deps.py admits at most `request_slots` requests
     # holding a session at once, so no request ever waits for a connection while it
     # holds a thread (D51).
-    # Pre-ping costs a round trip per checkout; without it a PostgreSQL restart fails
-    # one request per stale connection. Measured with bench/: no clear difference.
-    kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_size", DEFAULT_POOL_SIZE)
     kwargs.setdefault("max_overflow", 0)
     parsed, connect_args = _prepare_threshold(make_url(url))
@@ -170,7 +168,39 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         kwargs["connect_args"] = {**kwargs.get("connect_args", {}), **connect_args}
     engine = create_engine(parsed, **kwargs)
     event.listen(engine, "handle_error", _scrub_postgres_error)
+    if not kwargs.get("pool_pre_ping"):
+        _ping_when_idle(engine)
     return engine
+
+
+PING_AFTER_IDLE_SECONDS = 5.0
+"""A pooled PostgreSQL connection that has rested this long is pinged before use (D189)."""
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """SQLAlchemy's `pool_pre_ping`, only for a connection that has rested in the pool
+    for `PING_AFTER_IDLE_SECONDS` (D189).
+
+    `pool_pre_ping` costs a round trip on every checkout: one in six of a confirmation's.
+    A connection goes stale while it rests (a PostgreSQL restart, a pooler or firewall
+    closing idle connections); one handed back a moment ago almost never is. A failed
+    ping raises `DisconnectionError` from the checkout event, which SQLAlchemy documents
+    as "discard this connection, try another" (as pre-ping does)."""
+
+    @event.listens_for(engine, "connect")
+    @event.listens_for(engine, "checkin")
+    def rested_from(dbapi_connection: Any, record: Any) -> None:
+        record.info["checked_in_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def ping_if_rested(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        rested = time.monotonic() - record.info.get("checked_in_at", 0.0)
+        if rested < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            raise DisconnectionError(f"stale connection: {type(exc).__name__}") from exc
 
 
 _QUOTED = re.compile(r'"[^"]*"')

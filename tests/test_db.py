@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from sqlalchemy import func, select, text
 
+from app import db
+from app.config import Settings
 from app.db import DEFAULT_POOL_SIZE, RESERVED_CONNECTIONS, Database
 from app.letters.models import Letter
 from tests.support.factories import make_letter
@@ -54,3 +58,58 @@ def test_the_pool_is_fixed_and_requests_get_all_but_the_reserve(
         assert fresh.request_slots == size - RESERVED_CONNECTIONS
     finally:
         fresh.dispose()
+
+
+def _backend_pid(database: Database) -> int:
+    with database.read() as session:
+        pid = session.scalar(text("SELECT pg_backend_pid()"))
+    assert isinstance(pid, int)
+    return pid
+
+
+def test_a_connection_that_rested_is_pinged_and_a_dead_one_replaced(
+    postgres: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """D189: a pooled connection that rested `PING_AFTER_IDLE_SECONDS` is pinged on
+    checkout; when its server process is gone, the request gets a new connection."""
+    fresh = Database(postgres.url, pool_size=1)
+    try:
+        first = _backend_pid(fresh)
+        with postgres.read() as session:  # the server ends that connection (a restart)
+            assert session.scalar(text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
+        monkeypatch.setattr(db, "PING_AFTER_IDLE_SECONDS", 0.0)
+        second = _backend_pid(fresh)  # pinged, found dead, replaced: no error
+        assert second != first
+    finally:
+        fresh.dispose()
+
+
+def test_a_connection_used_a_moment_ago_is_not_pinged(
+    postgres: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The point of D189: under load a checkout costs no extra round trip; after a rest
+    it does."""
+    pings: list[object] = []
+    fresh = Database(postgres.url, pool_size=1)
+    real_ping = fresh.engine.dialect.do_ping
+
+    def counting_ping(conn: Any) -> bool:
+        pings.append(conn)
+        return real_ping(conn)
+
+    monkeypatch.setattr(fresh.engine.dialect, "do_ping", counting_ping)
+    try:
+        for _ in range(5):
+            _backend_pid(fresh)
+        assert pings == []
+        monkeypatch.setattr(db, "PING_AFTER_IDLE_SECONDS", 0.0)
+        _backend_pid(fresh)
+        assert len(pings) == 1
+    finally:
+        fresh.dispose()
+
+
+def test_the_setting_and_the_database_agree_on_the_default_pool() -> None:
+    """`undersigned serve` sizes its pool from the setting; Database() alone from
+    DEFAULT_POOL_SIZE (D191). One default, stated twice."""
+    assert Settings.model_fields["database_pool_size"].default == DEFAULT_POOL_SIZE
