@@ -49,6 +49,7 @@ from app.web import metrics as web_metrics
 from app.web.cache import PublicCacheMiddleware
 from app.web.compression import CompressionMiddleware
 from app.web.cors import PublicApiCors
+from app.web.locale import QUERY as LANGUAGE_QUERY
 from app.web.locale import LocaleMiddleware
 from app.web.security import (
     BodyLimitMiddleware,
@@ -127,6 +128,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         PublicCacheMiddleware,
         seconds=settings.public_cache_seconds,
         bypass_cookies=(session_cookie_name(settings), signatures_pages.THANKS_COOKIE),
+        router=app.router,  # the key keeps the query parameters routes read (D192)
+        also_read=(LANGUAGE_QUERY,),
     )
     # Outside the cache: each request's language, which the cache keys on (D111).
     app.add_middleware(LocaleMiddleware, secure=settings.secure_cookies)

@@ -23,6 +23,10 @@ What keeps a cached answer from ever holding anything personal:
   language (resolved by app/web/locale.py, outside this middleware, from `?lang=`, the
   `lang` cookie and `Accept-Language`); nothing else of the request is read. Public
   answers say `Vary: Accept-Encoding, Accept-Language`.
+- of the query, the key keeps only the parameters some route reads (D192): a link shared
+  on social media comes back with a different `fbclid`, `utm_*` or `gclid` on every
+  click, and each would otherwise be a miss that renders the page again. No page shows
+  a parameter no route reads (the language links keep only the ones routes read).
 
 N = 0 turns the in-process cache off and sends `Cache-Control: public, no-cache` (revalidate
 with the ETag every time); the tests run so, except those of this module.
@@ -35,12 +39,18 @@ import hashlib
 import re
 from base64 import urlsafe_b64encode
 from collections import OrderedDict
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from time import monotonic
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode
+from weakref import finalize
 
+from fastapi.dependencies.utils import get_flat_params
+from fastapi.params import Query
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.responses import Response
+from starlette.routing import BaseRoute, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.config import Settings
@@ -62,6 +72,41 @@ NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
     304: {"description": "Not modified: the `ETag` sent in `If-None-Match` is current."}
 }
 """For the OpenAPI schema of a public API route."""
+
+
+_DECLARED: dict[int, frozenset[str]] = {}
+"""By `id(router)`, dropped when the router goes (FastAPI's routers are unhashable)."""
+
+
+def declared_query_names(router: Router) -> frozenset[str]:
+    """The query parameters that the app's GET routes declare (FastAPI's own flattening
+    of each route's parameters and dependencies), included routers walked. Worked out
+    once per router, at its first request: every route is included by then."""
+    names = _DECLARED.get(id(router))
+    if names is None:
+        names = _DECLARED[id(router)] = frozenset(_declared(router.routes))
+        finalize(router, _DECLARED.pop, id(router), None)
+    return names
+
+
+def _declared(routes: list[BaseRoute]) -> Iterator[str]:
+    for route in routes:
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            yield from _declared(included.routes)
+            continue
+        dependant = getattr(route, "dependant", None)
+        if dependant is None or "GET" not in (getattr(route, "methods", None) or ()):
+            continue
+        yield from (p.alias for p in get_flat_params(dependant) if isinstance(p.field_info, Query))
+
+
+def read_query(query_string: bytes, names: Collection[str]) -> bytes:
+    """`query_string` with only the parameters in `names`, in their order (D192)."""
+    if not query_string:
+        return b""
+    pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
+    return urlencode([(name, value) for name, value in pairs if name in names]).encode("latin-1")
 
 
 def cache_control(seconds: int) -> str:
@@ -120,9 +165,22 @@ class PublicCacheMiddleware:
     middleware (a hit is counted and timed under its route) and outside compression and
     the security headers (it keeps the response as it leaves the app)."""
 
-    def __init__(self, app: ASGIApp, *, seconds: int, bypass_cookies: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        seconds: int,
+        bypass_cookies: tuple[str, ...] = (),
+        router: Router | None = None,
+        also_read: tuple[str, ...] = (),
+    ) -> None:
+        """`router`: the app's, whose routes' query parameters (`declared_query_names`),
+        with `also_read`, make the key's query; None keeps the whole query."""
         self.app = app
         self.seconds = seconds
+        self.router = router
+        self.also_read = also_read
+        self._names: frozenset[str] | None = None
         self.bypass = tuple(f"{name}=" for name in bypass_cookies)
         self.pools: dict[bool, OrderedDict[Key, Entry]] = {
             False: OrderedDict(),  # no query string
@@ -141,7 +199,7 @@ class PublicCacheMiddleware:
             return
         key: Key = (
             scope["path"],
-            scope.get("query_string", b""),
+            self._query(scope.get("query_string", b"")),
             "gzip" in headers.get("accept-encoding", ""),
             "" if scope["path"].startswith("/api/") else current_locale(),  # data: no language
         )
@@ -167,6 +225,13 @@ class PublicCacheMiddleware:
             if self.filling.get(key) is future:
                 del self.filling[key]
             future.set_result(entry)
+
+    def _query(self, query_string: bytes) -> bytes:
+        if self.router is None or not query_string:
+            return query_string
+        if self._names is None:
+            self._names = declared_query_names(self.router) | set(self.also_read)
+        return read_query(query_string, self._names)
 
     def _bypassed(self, cookie_header: str) -> bool:
         return bool(self.bypass) and any(

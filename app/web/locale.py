@@ -28,6 +28,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.i18n import LANGUAGE_NAMES, LOCALES, current_locale, negotiate, supported, use_locale
+from app.web.cache import declared_query_names
 
 COOKIE = "lang"
 COOKIE_MAX_AGE = 365 * 24 * 3600
@@ -105,7 +106,10 @@ def language_links(request: Request) -> list[dict[str, str | bool]]:
     if request.method == "GET":
         path = request.url.path
         query = parse_qsl(request.url.query, keep_blank_values=True)
-        kept = [(name, value) for name, value in query if name != QUERY]
+        # Only what a route reads: the page is cached for every visitor (D192), so a
+        # click's `fbclid` or `utm_source` must not end up in another visitor's links.
+        names = declared_query_names(request.app.router)
+        kept = [(name, value) for name, value in query if name != QUERY and name in names]
     else:
         path, kept = "/", []
     return [

@@ -84,7 +84,7 @@ def counted(cached_app: FastAPI) -> dict[str, int]:
     settings: Settings = cached_app.state.settings
 
     @cached_app.get("/test-only/public")
-    def public_route(request: Request) -> Response:
+    def public_route(request: Request, q: str = "") -> Response:
         runs["public"] += 1
         return public(Response(f"run {runs['public']}", media_type="text/plain"), settings)
 
@@ -230,7 +230,7 @@ def test_only_public_answers_without_cookies_are_kept(
         browser.get("/test-only/no-store")
         assert browser.get("/test-only/big").status_code == 200
     assert counted == {"public": 1, "cookie": 3, "no-store": 3, "slow": 0, "big": 3}
-    assert browser.get("/test-only/public?page=2").text == "run 2"  # the query is the key
+    assert browser.get("/test-only/public?q=2").text == "run 2"  # the query it reads is the key
 
 
 def test_a_refused_form_or_an_error_is_never_kept(
@@ -265,7 +265,7 @@ def test_the_least_recently_used_entry_goes_first(
 ) -> None:
     monkeypatch.setattr(cache, "MAX_ENTRIES", 2)
     for query in ("a", "b", "a", "c", "a", "b"):
-        browser.get(f"/test-only/public?{query}")
+        browser.get(f"/test-only/public?q={query}")
     # a, b made; a kept; c pushes b out; a kept; b made again
     assert counted["public"] == 4
 
@@ -276,9 +276,34 @@ def test_made_up_queries_cannot_push_the_main_pages_out(
     monkeypatch.setattr(cache, "MAX_ENTRIES", 2)
     browser.get("/test-only/public")
     for n in range(10):
-        browser.get(f"/test-only/public?junk={n}")
+        browser.get(f"/test-only/public?q={n}")
     assert browser.get("/test-only/public").text == "run 1"  # still kept
     assert counted["public"] == 11
+
+
+def test_parameters_no_route_reads_do_not_make_another_entry(
+    browser: TestClient, counted: dict[str, int]
+) -> None:
+    """D192: a shared link comes back with a new `fbclid` or `utm_*` on every click."""
+    assert browser.get("/test-only/public?q=x&fbclid=IwAR1").text == "run 1"
+    for query in ("fbclid=IwAR2&q=x", "q=x&utm_source=mastodon&utm_medium=social", "q=x&gclid=9"):
+        assert browser.get(f"/test-only/public?{query}").text == "run 1", query
+    assert browser.get("/test-only/public?q=y&fbclid=IwAR3").text == "run 2"  # q is read
+    assert counted["public"] == 2
+
+
+def test_a_click_id_never_reaches_another_visitors_page(
+    browser: TestClient, letter: Letter
+) -> None:
+    """The page from memory is the same whatever made-up parameters came with it, so
+    it may not show them: its language links keep only what a route reads."""
+    first = browser.get("/letters/ice-out/signers?q=grace&fbclid=IwAR-first-visitor")
+    assert first.status_code == 200
+    assert "IwAR-first-visitor" not in first.text
+    assert "q=grace" in first.text  # the search is kept in the language links
+    second = browser.get("/letters/ice-out/signers?q=grace&fbclid=IwAR-second-visitor")
+    assert second.headers["etag"] == first.headers["etag"]
+    assert "IwAR" not in second.text
 
 
 def test_signing_from_a_kept_page_works(
