@@ -30,7 +30,7 @@ from app.web.errors import error_responses
 router = APIRouter(prefix="/api/v1", tags=["letters"], dependencies=[Depends(ratelimit.limit_api)])
 
 
-def letter_slug(
+async def letter_slug(  # async: a plain check, on the event loop, not in a thread
     slug: Annotated[
         str,
         Path(

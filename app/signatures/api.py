@@ -30,6 +30,7 @@ from app.web.cache import NOT_MODIFIED, public
 from app.web.client import client_of
 from app.web.deps import AppSettings, PublicReadSession, WriteSession
 from app.web.errors import JSON_BODY_422, error_response, error_responses
+from app.web.rendering import json_answer
 
 # Every route counts against the API's limit per client, before it takes a session.
 router = APIRouter(
@@ -161,7 +162,7 @@ def sign_letter(
     data: SignatureIn,
     session: WriteSession,
     settings: AppSettings,
-) -> SignatureAccepted | Response:
+) -> Response:
     """Always `202 {"status": "pending"}` when accepted, whether the address is new,
     pending or already verified: the answer never tells whether someone signed.
 
@@ -179,11 +180,12 @@ def sign_letter(
         # form's does.
         return error_response(request, exc)
     session.commit()  # in this thread, at once (D183): on SQLite the write turn is free
-    return SignatureAccepted()
+    return json_answer(SignatureAccepted(), 202)
 
 
 @router.post(
     "/signatures/verify",
+    response_model=VerifyOut,
     response_description="Confirmed and counted (confirming again changes nothing).",
     responses=error_responses(
         400,
@@ -196,7 +198,7 @@ def sign_letter(
         },
     ),
 )
-def verify_signature(data: VerifyIn, session: WriteSession, settings: AppSettings) -> VerifyOut:
+def verify_signature(data: VerifyIn, session: WriteSession, settings: AppSettings) -> Response:
     """Confirms a signature with the token from its email link."""
     signatures.verify_signature(session, token=data.token, settings=settings)
     # Committed here, in the endpoint's thread: the letter's counter row, locked by the
@@ -204,4 +206,4 @@ def verify_signature(data: VerifyIn, session: WriteSession, settings: AppSetting
     # validation and a hop back through a busy event loop to WriteSession's teardown
     # (D183). The teardown then has nothing left to commit.
     session.commit()
-    return VerifyOut()
+    return json_answer(VerifyOut())

@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.templating import Jinja2Templates
+from pydantic import BaseModel
 from starlette.responses import Response
 
 from app.templating import environment
@@ -29,3 +30,12 @@ def render(
         "language_links": lambda: language_links(request),
     }
     return templates.TemplateResponse(request, name, {**base, **(context or {})}, status_code)
+
+
+def json_answer(model: BaseModel, status_code: int = 200) -> Response:
+    """`model` as the JSON body FastAPI would send for it, serialized here. A plain
+    `def` endpoint that returns a model has FastAPI validate it again against the
+    route's `response_model` in a worker thread: one more thread hop per request, which
+    the hot write routes (sign, confirm) do without (D193). The route keeps its
+    `response_model` for the schema."""
+    return Response(model.model_dump_json(), status_code, media_type="application/json")

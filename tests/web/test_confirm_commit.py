@@ -131,3 +131,36 @@ def test_a_committed_endpoints_session_ends_without_a_thread(
         app_settings.secret, tokens.Purpose.SIGNATURE_VERIFY, "0" * 32)})  # fmt: skip
     assert refused.status_code == 400
     assert len(hops) == 1
+
+
+@pytest.mark.usefixtures("letter")
+@pytest.mark.parametrize("route", ["api", "sign"])
+def test_a_hot_write_makes_one_thread_hop(
+    app: FastAPI,
+    app_settings: Settings,
+    client: TestClient,
+    route: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """D193: signing and confirming by the API go to a worker thread once, for the
+    endpoint. The slug check runs on the event loop, and the answer is serialized in the
+    endpoint: FastAPI would validate a returned model again in a thread of its own."""
+    token = _token(app, client, app_settings, f"{route}-hops@example.org")
+    hops: list[str] = []
+    run_sync = anyio.to_thread.run_sync
+
+    async def counted(function: Any, *args: Any, **kwargs: Any) -> Any:
+        hops.append(getattr(function, "__name__", repr(function)))
+        return await run_sync(function, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
+    if route == "api":
+        answer = client.post("/api/v1/signatures/verify", json={"token": token})
+        assert (answer.status_code, answer.json()) == (200, {"status": "verified"})
+    else:
+        answer = client.post(
+            "/api/v1/letters/ice-out/signatures", json={**GOOD_FORM, "email": "hop@example.org"}
+        )
+        assert (answer.status_code, answer.json()) == (202, {"status": "pending"})
+    assert answer.headers["content-type"] == "application/json"
+    assert len(hops) == 1, hops
