@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
@@ -195,6 +196,22 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
         return _invalid_input(request, field_errors(exc.errors()))
+
+    @app.exception_handler(DBAPIError)
+    async def database_gone(request: Request, exc: DBAPIError) -> Response:
+        """A connection the database closed under a request (a restart, a failover, a
+        pooler's timeout; D194). SQLAlchemy has already dropped that connection and the
+        pool's older ones, so asking again works: 503 with `Retry-After`, as at
+        capacity, not a 500. Nothing was stored: the transaction died with the
+        connection. Any other database error is a server error, below."""
+        if not exc.connection_invalidated:
+            raise exc
+        route = request.scope.get("route")
+        where = getattr(route, "path", None) or redact(request.url.path)
+        log.warning("database connection lost on %s %s (%s)", request.method, where,
+                    type(exc.orig).__name__)  # fmt: skip
+        code, detail = HTTP_CODES[503]
+        return _respond(request, 503, code, detail, headers={"Retry-After": "1"})
 
     for name in SERVER_ERROR_LOGGERS:
         logging.getLogger(name).addFilter(REDACT)
