@@ -206,9 +206,7 @@ def install(app: FastAPI) -> None:
         connection. Any other database error is a server error, below."""
         if not exc.connection_invalidated:
             raise exc
-        route = request.scope.get("route")
-        where = getattr(route, "path", None) or redact(request.url.path)
-        log.warning("database connection lost on %s %s (%s)", request.method, where,
+        log.warning("database connection lost on %s %s (%s)", request.method, _where(request),
                     type(exc.orig).__name__)  # fmt: skip
         code, detail = HTTP_CODES[503]
         return _respond(request, 503, code, detail, headers={"Retry-After": "1"})
@@ -218,14 +216,18 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def server_error(request: Request, exc: Exception) -> Response:
-        # The route's template (`/verify/{token}`), never the path: paths hold tokens.
-        route = request.scope.get("route")
-        where = getattr(route, "path", None) or redact(request.url.path)
-        log.error("unhandled error on %s %s", request.method, where, exc_info=exc)
+        log.error("unhandled error on %s %s", request.method, _where(request), exc_info=exc)
         code, detail = HTTP_CODES[500]
         # Sent from outside SecurityMiddleware: the headers must be added here.
         headers = security_headers(request.app.state.settings.secure_cookies)
         return _respond(request, 500, code, detail, headers=headers)
+
+
+def _where(request: Request) -> str:
+    """The route's template (`/verify/{token}`) for a log line, never the path: paths
+    hold tokens."""
+    route = request.scope.get("route")
+    return getattr(route, "path", None) or redact(request.url.path)
 
 
 API_PREFIX = "/api/v1"

@@ -5,7 +5,6 @@ used a moment ago is found dead by the request itself."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from app.db import Database
 from app.main import create_app
 from app.migrate import upgrade
 from tests.support.config import PG_URL, make_settings, skip_or_fail
-from tests.support.databases import create_postgres_database, drop_postgres_database
+from tests.support.databases import scratch_postgres_database
 from tests.web.flows import GOOD_FORM, add_letter, pending_signatures
 
 pytestmark = pytest.mark.postgres
@@ -29,13 +28,11 @@ def own_database() -> Iterator[str]:
     test's pool."""
     if not PG_URL:
         skip_or_fail("UNDERSIGNED_TEST_DATABASE_URL is not set")
-    name = f"undersigned_gone_{os.getpid()}"
-    url = create_postgres_database(PG_URL, name)
-    migrator = Database(url)
-    upgrade(migrator)
-    migrator.dispose()
-    yield url
-    drop_postgres_database(PG_URL, name)
+    with scratch_postgres_database(PG_URL, "gone") as url:
+        migrator = Database(url)
+        upgrade(migrator)
+        migrator.dispose()
+        yield url
 
 
 def _end_connections(url: str) -> int:
