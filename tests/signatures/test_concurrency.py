@@ -5,9 +5,11 @@ Each operation runs as a request does: its own session and transaction, opened b
 
 from __future__ import annotations
 
+import queue
 import random
 import shutil
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -16,15 +18,22 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text, update
 
 from app.config import Settings
 from app.db import Database
+from app.errors import InvalidToken
 from app.letters.models import LetterTally
 from app.mail.models import OutboxEmail
 from app.signatures.addresses import email_hash
 from app.signatures.models import PendingSignature, PendingState, Signature, SignatureStatus
-from app.signatures.service import notify_pending, sign_letter, verify_signature
+from app.signatures.service import (
+    Confirmation,
+    notify_pending,
+    sign_letter,
+    verify_signature,
+)
+from app.signlog.models import LogEntry
 from tests.support.config import make_settings
 from tests.support.databases import truncate
 from tests.support.factories import make_letter, signature_in, verify_token
@@ -217,3 +226,97 @@ def test_concurrent_verify_and_sign_on_sqlite(sqlite_file: Database, tmp_path: P
     settings = make_settings(tmp_path, sqlite_file.url)
     outcome = _race(sqlite_file, settings)
     _check(sqlite_file, settings, outcome)
+
+
+def _wait_until_blocked(db: Database, pid: int) -> None:
+    """Until the server process `pid` waits for a row lock."""
+    for _ in range(500):
+        with db.read() as session:
+            waiting = session.scalar(
+                text("SELECT wait_event_type FROM pg_stat_activity WHERE pid = :pid"),
+                {"pid": pid},
+            )
+        if waiting == "Lock":
+            return
+        time.sleep(0.01)
+    raise AssertionError("the second confirmation never waited for the first one's lock")
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("then_removed", [False, True], ids=["verified", "removed"])
+def test_second_link_waiting_on_the_first_is_not_counted(
+    postgres: Database, tmp_path: Path, then_removed: bool
+) -> None:
+    """Two links of one address: the second one's confirmation waits for the address's
+    lock while the first one commits. It must then count nothing, log nothing and leave
+    no gap in the list; if the signature was removed meanwhile, its link is gone.
+    (PostgreSQL only: SQLite's writers take turns. A confirmation that decides from what
+    it read before waiting counts this address twice; see D195.)"""
+    truncate(postgres)
+    settings = make_settings(tmp_path, postgres.url)
+    try:
+        with postgres.write() as session:
+            letter = make_letter(session)
+            slug, letter_id = letter.slug, letter.id
+            for data in (signature_in(), signature_in()):
+                sign_letter(session, slug=slug, data=data, settings=settings)
+            for _ in range(2):
+                data = signature_in(email="twice@example.org")
+                sign_letter(session, slug=slug, data=data, settings=settings)
+        twice = email_hash(settings.secret, letter_id, "twice@example.org")
+        with postgres.read() as session:
+            rows = session.scalars(select(PendingSignature).order_by(PendingSignature.id)).all()
+            first, second = (verify_token(settings, row) for row in rows if row.email_hash == twice)
+            one, other = (verify_token(settings, row) for row in rows if row.email_hash != twice)
+        with postgres.write() as session:
+            verify_signature(session, token=one, settings=settings)  # position 1
+
+        waiting: queue.Queue[int] = queue.Queue()
+
+        def second_link() -> Confirmation | InvalidToken:
+            with postgres.write() as session:
+                waiting.put(session.scalar(text("SELECT pg_backend_pid()")))
+                try:
+                    return verify_signature(session, token=second, settings=settings)
+                except InvalidToken as exc:
+                    return exc
+
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            with postgres.write() as session:
+                verify_signature(session, token=first, settings=settings)  # position 2
+                future = pool.submit(second_link)
+                _wait_until_blocked(postgres, waiting.get(timeout=10))
+                if then_removed:  # as a moderator would, before the first one commits
+                    session.execute(
+                        update(Signature)
+                        .where(Signature.email_hash == twice)
+                        .values(status=SignatureStatus.REMOVED)
+                    )
+                    session.execute(
+                        update(LetterTally)
+                        .where(LetterTally.letter_id == letter_id)
+                        .values(verified_count=LetterTally.verified_count - 1)
+                    )
+            outcome = [future.result(timeout=30)]
+        if then_removed:
+            assert isinstance(outcome[0], InvalidToken)
+        else:
+            assert isinstance(outcome[0], Confirmation) and outcome[0].already
+        with postgres.write() as session:
+            verify_signature(session, token=other, settings=settings)  # position 3
+        with postgres.read() as session:
+            tally = session.scalar(
+                select(LetterTally.verified_count).where(LetterTally.letter_id == letter_id)
+            )
+            verified = session.scalar(
+                select(func.count())
+                .select_from(Signature)
+                .where(Signature.status == SignatureStatus.VERIFIED)
+            )
+            positions = sorted(session.scalars(select(Signature.position)))
+            entries = session.scalar(select(func.count()).select_from(LogEntry))
+        assert tally == verified == (2 if then_removed else 3)
+        assert positions == [1, 2, 3]  # the second link took no place
+        assert entries == 3  # one log entry per signature confirmed, none for the second link
+    finally:
+        truncate(postgres)
