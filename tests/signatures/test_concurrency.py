@@ -313,7 +313,9 @@ def test_second_link_waiting_on_the_first_is_not_counted(
                 .select_from(Signature)
                 .where(Signature.status == SignatureStatus.VERIFIED)
             )
-            positions = sorted(session.scalars(select(Signature.position)))
+            positions = sorted(
+                position or 0 for position in session.scalars(select(Signature.position))
+            )
             entries = session.scalar(select(func.count()).select_from(LogEntry))
         assert tally == verified == (2 if then_removed else 3)
         assert positions == [1, 2, 3]  # the second link took no place
