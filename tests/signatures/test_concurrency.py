@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select, text, update
+from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.db import Database
@@ -128,19 +129,24 @@ def _race(db: Database, settings: Settings) -> Outcome:
     return Outcome(letter_id, pending_addresses, new_addresses, errors)
 
 
+def _tally_and_verified(session: Session, letter_id: int) -> tuple[int | None, int | None]:
+    """The letter's counter, and its verified signatures counted row by row."""
+    tally = session.scalar(
+        select(LetterTally.verified_count).where(LetterTally.letter_id == letter_id)
+    )
+    verified = session.scalar(
+        select(func.count())
+        .select_from(Signature)
+        .where(Signature.letter_id == letter_id, Signature.status == SignatureStatus.VERIFIED)
+    )
+    return tally, verified
+
+
 def _check(db: Database, settings: Settings, outcome: Outcome) -> None:
     assert outcome.errors == [], [repr(error) for error in outcome.errors[:5]]
     letter_id = outcome.letter_id
     with db.read() as session:
-        tally = session.scalar(
-            select(LetterTally.verified_count).where(LetterTally.letter_id == letter_id)
-        )
-        verified = session.scalar(
-            select(func.count())
-            .select_from(Signature)
-            .where(Signature.letter_id == letter_id, Signature.status == SignatureStatus.VERIFIED)
-        )
-        assert tally == verified == PENDING_SIGNERS
+        assert _tally_and_verified(session, letter_id) == (PENDING_SIGNERS, PENDING_SIGNERS)
 
         per_hash = dict(
             session.execute(
@@ -297,22 +303,15 @@ def test_second_link_waiting_on_the_first_is_not_counted(
                         .where(LetterTally.letter_id == letter_id)
                         .values(verified_count=LetterTally.verified_count - 1)
                     )
-            outcome = [future.result(timeout=30)]
+            outcome = future.result(timeout=30)
         if then_removed:
-            assert isinstance(outcome[0], InvalidToken)
+            assert isinstance(outcome, InvalidToken)
         else:
-            assert isinstance(outcome[0], Confirmation) and outcome[0].already
+            assert isinstance(outcome, Confirmation) and outcome.already
         with postgres.write() as session:
             verify_signature(session, token=other, settings=settings)  # position 3
         with postgres.read() as session:
-            tally = session.scalar(
-                select(LetterTally.verified_count).where(LetterTally.letter_id == letter_id)
-            )
-            verified = session.scalar(
-                select(func.count())
-                .select_from(Signature)
-                .where(Signature.status == SignatureStatus.VERIFIED)
-            )
+            tally, verified = _tally_and_verified(session, letter_id)
             positions = sorted(
                 position or 0 for position in session.scalars(select(Signature.position))
             )
