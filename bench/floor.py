@@ -38,7 +38,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 from sqlalchemy import create_engine, text
 
-from bench.load import Phase, _phase, wrk_run
+from bench.load import Phase, wrk_get
 from bench.servers import DEFAULT_PG, HOST, Server, pg_server_url, running
 from tests.support.databases import create_postgres_database, drop_postgres_database
 from tests.support.ports import free_port
@@ -137,11 +137,14 @@ def _prepare(url: str) -> None:
 
 def _measure(base_url: str, shape: str, *, connections: int, seconds: float) -> Phase:
     method, path = SHAPES[shape]
-    script = "get.lua" if method == "GET" else "post.lua"
-    arguments = ["100000000"]
-    wrk_run(script, base_url + path, arguments, connections=connections, seconds=1)  # warm-up
-    data = wrk_run(script, base_url + path, arguments, connections=connections, seconds=seconds)
-    return _phase(data, connections)
+    return wrk_get(
+        base_url + path,
+        connections=connections,
+        duration=seconds,
+        max_requests=100_000_000,
+        warmup=1,
+        script="get.lua" if method == "GET" else "post.lua",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

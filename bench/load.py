@@ -276,12 +276,19 @@ def _phase(data: dict[str, Any], connections: int) -> Phase:
 
 
 def wrk_get(
-    url: str, *, connections: int, duration: float, max_requests: int, warmup: float = 0.0
+    url: str,
+    *,
+    connections: int,
+    duration: float,
+    max_requests: int,
+    warmup: float = 0.0,
+    script: str = "get.lua",
 ) -> Phase:
-    """GET `url` for `duration` seconds (or `max_requests` answers) after a warm-up."""
+    """GET `url` for `duration` seconds (or `max_requests` answers) after a warm-up; with
+    `script="post.lua"`, POST a fixed JSON body instead (bench/floor.py)."""
     if warmup > 0:
-        wrk_run("get.lua", url, [str(max_requests)], connections=connections, seconds=warmup)
-    data = wrk_run("get.lua", url, [str(max_requests)], connections=connections, seconds=duration)
+        wrk_run(script, url, [str(max_requests)], connections=connections, seconds=warmup)
+    data = wrk_run(script, url, [str(max_requests)], connections=connections, seconds=duration)
     phase = _phase(data, connections)
     phase.capped = data["threads_finished"] > 0
     return phase

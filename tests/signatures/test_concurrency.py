@@ -292,7 +292,8 @@ def test_second_link_waiting_on_the_first_is_not_counted(
                 verify_signature(session, token=first, settings=settings)  # position 2
                 future = pool.submit(second_link)
                 _wait_until_blocked(postgres, waiting.get(timeout=10))
-                if then_removed:  # as a moderator would, before the first one commits
+                if then_removed:  # moderation.remove_signature's two changes (not its log
+                    # entry or audit), before the first one commits
                     session.execute(
                         update(Signature)
                         .where(Signature.email_hash == twice)
