@@ -168,8 +168,6 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         kwargs["connect_args"] = {**kwargs.get("connect_args", {}), **connect_args}
     engine = create_engine(parsed, **kwargs)
     event.listen(engine, "handle_error", _scrub_postgres_error)
-    event.listen(engine, "before_cursor_execute", _ride_statement, retval=True)
-    event.listen(engine, "after_cursor_execute", _past_begin)
     if not kwargs.get("pool_pre_ping"):
         _ping_when_idle(engine)
     return engine
@@ -203,97 +201,6 @@ def _ping_when_idle(engine: Engine) -> None:
             engine.dialect.do_ping(dbapi_connection)
         except engine.dialect.loaded_dbapi.Error as exc:
             raise DisconnectionError(f"stale connection: {type(exc).__name__}") from exc
-
-
-ONE_TRIP = "undersigned_one_trip"
-"""A connection's execution option: its transaction is one service call (`one_trip`)."""
-_RIDE = "undersigned_ride"
-"""A statement's execution option: `begin` or `commit` rides with it (`execute_opening`,
-`execute_closing`)."""
-
-
-def one_trip(session: Session) -> None:
-    """The web layer's promise that this session's transaction is one service call,
-    committed right after it: on PostgreSQL, the call's first statement may carry the
-    BEGIN (`execute_opening`) and its last the COMMIT (`execute_closing`), each in the
-    same message to the server (D197). Two round trips fewer, and the rows the last
-    statement locks are free as soon as it has run, not one round trip and one wake-up
-    of this thread later. Call it before the session's first statement; on SQLite it
-    does nothing.
-
-    How: the connection is in autocommit mode (psycopg sends no BEGIN of its own), and a
-    riding statement goes as one simple query with its parameters bound by psycopg's
-    `ClientCursor` (`BEGIN; statement` or `statement; COMMIT`). Whatever ran before the
-    COMMIT rides in that transaction; a statement after it would run on its own, so the
-    caller must end there. A rollback (an error, a refusal) still reaches the server:
-    SQLAlchemy calls the driver's rollback, which psycopg sends while a transaction is
-    open, autocommit or not."""
-    if session.get_bind().dialect.name != "postgresql":
-        return
-    session.connection(execution_options={"isolation_level": "AUTOCOMMIT", ONE_TRIP: True})
-
-
-def execute_opening(session: Session, statement: Any, params: dict[str, Any]) -> Any:
-    """`session.execute`; in a `one_trip` session, with the BEGIN in the same message."""
-    return _execute_riding(session, statement, params, "begin")
-
-
-def execute_closing(session: Session, statement: Any, params: dict[str, Any]) -> Any:
-    """`session.execute`; in a `one_trip` session, with the COMMIT in the same message:
-    the transaction ends with this statement (its rows are read all the same)."""
-    return _execute_riding(session, statement, params, "commit")
-
-
-def _execute_riding(session: Session, statement: Any, params: dict[str, Any], ride: str) -> Any:
-    connection = session.connection()
-    if not connection.get_execution_options().get(ONE_TRIP):
-        return session.execute(statement, params)
-    from psycopg import ClientCursor  # PostgreSQL only (a SQLite process never loads it)
-
-    driver: Any = connection.connection.driver_connection
-    factory = driver.cursor_factory
-    driver.cursor_factory = ClientCursor
-    try:
-        return session.execute(statement, params, execution_options={_RIDE: ride})
-    finally:
-        driver.cursor_factory = factory
-
-
-def _ride_statement(
-    connection: Connection, cursor: Any, statement: str, parameters: Any, context: Any,
-    executemany: bool,
-) -> tuple[str, Any]:  # fmt: skip
-    """`_RIDE`'s BEGIN or COMMIT, in the statement's text. In a `one_trip` session, a
-    statement sent with no transaction open is refused unless it opens one or is the
-    last: it would commit on its own, and so would the rest."""
-    if context is None or not connection.get_execution_options().get(ONE_TRIP):
-        return statement, parameters
-    ride = context.execution_options.get(_RIDE)
-    idle = cursor.connection.info.transaction_status.name == "IDLE"
-    if ride == "begin" and idle:
-        return f"BEGIN; {statement}", parameters
-    if ride == "commit":
-        # Alone, it is its own transaction: autocommit does what COMMIT would.
-        return (statement if idle else f"{statement}; COMMIT"), parameters
-    if idle:
-        raise RuntimeError(
-            "A statement in a one-trip session ran outside its transaction: open it with "
-            "execute_opening, and end it with execute_closing (app.db.one_trip)."
-        )
-    return statement, parameters
-
-
-def _past_begin(
-    connection: Connection, cursor: Any, statement: str, parameters: Any, context: Any,
-    executemany: bool,
-) -> None:  # fmt: skip
-    """The rows of `BEGIN; statement` are the second result."""
-    if (
-        context is not None
-        and context.execution_options.get(_RIDE) == "begin"
-        and statement.startswith("BEGIN; ")
-    ):
-        cursor.nextset()
 
 
 _QUOTED = re.compile(r'"[^"]*"')

@@ -1,5 +1,4 @@
-"""Sessions: reads run without a transaction, writes in exactly one (on PostgreSQL, in
-as few round trips as D197 allows)."""
+"""Sessions: reads run without a transaction, writes in exactly one."""
 
 from __future__ import annotations
 
@@ -7,18 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, select, text
 
 from app import db
 from app.config import Settings
-from app.db import (
-    DEFAULT_POOL_SIZE,
-    RESERVED_CONNECTIONS,
-    Database,
-    execute_closing,
-    execute_opening,
-    one_trip,
-)
+from app.db import DEFAULT_POOL_SIZE, RESERVED_CONNECTIONS, Database
 from app.letters.models import Letter, LetterTally
 from app.signatures.service import verify_signature
 from tests.support.config import make_settings
@@ -128,32 +120,18 @@ def test_the_setting_and_the_database_agree_on_the_default_pool() -> None:
     assert Settings.model_fields["database_pool_size"].default == DEFAULT_POOL_SIZE
 
 
-# --- One-trip transactions (D197) ------------------------------------------------------
+# --- Round trips (D197) ------------------------------------------------------------------
 
 
-def _waiting_link(database: Database, settings: Settings) -> tuple[str, int]:
-    """A submission waiting for its confirmation: its link's token, and its letter."""
-    with database.write() as session:
-        letter = make_letter(session)
-        return verify_token(settings, sign(session, letter, settings)), letter.id
-
-
-def _tally(database: Database, letter_id: int) -> int | None:
-    with database.read() as session:
-        return session.scalar(
-            select(LetterTally.verified_count).where(LetterTally.letter_id == letter_id)
-        )
-
-
-@pytest.mark.parametrize("in_one_trip", [False, True])
-def test_a_confirmation_in_one_trip_waits_for_the_server_three_times_not_five(
-    postgres: Database, tmp_path: Path, in_one_trip: bool
-) -> None:
-    """Counted on the wire: BEGIN, the lock, the upsert, the count, COMMIT are five
-    waits; with BEGIN riding on the lock and COMMIT on the count, three."""
+def test_a_confirmation_waits_for_the_server_five_times(postgres: Database, tmp_path: Path) -> None:
+    """Counted on the wire: BEGIN, the address's lock, the upsert, the count, COMMIT.
+    A change to the confirmation that adds a wait shows here (and one that removes
+    one must say what it measured: D197 removed two and lost)."""
     truncate(postgres)
     settings = make_settings(tmp_path, postgres.url)
-    token, letter_id = _waiting_link(postgres, settings)
+    with postgres.write() as session:
+        letter = make_letter(session)
+        token, letter_id = verify_token(settings, sign(session, letter, settings)), letter.id
     with counting_relay(postgres.url) as (url, trips):
         relayed = Database(url, pool_size=1)
         try:
@@ -161,75 +139,10 @@ def test_a_confirmation_in_one_trip_waits_for_the_server_three_times_not_five(
                 session.scalar(text("SELECT 1"))
             trips.reset()
             with relayed.write() as session:
-                if in_one_trip:
-                    one_trip(session)
                 assert not verify_signature(session, token=token, settings=settings).already
-            assert trips.count == (3 if in_one_trip else 5)
+            assert trips.count == 5
         finally:
             relayed.dispose()
-    assert _tally(postgres, letter_id) == 1
-
-
-def test_the_last_statement_of_a_one_trip_session_commits(
-    database: Database, settings: Settings
-) -> None:
-    """On PostgreSQL another session sees the count before this one calls commit; on
-    SQLite `one_trip` changes nothing, and the count comes with the commit."""
-    truncate(database)
-    token, letter_id = _waiting_link(database, settings)
-    with database.write() as session:
-        one_trip(session)
-        verify_signature(session, token=token, settings=settings)
-        if database.dialect == "postgresql":
-            assert _tally(database, letter_id) == 1
-    assert _tally(database, letter_id) == 1
-
-
-def test_a_one_trip_session_that_fails_rolls_back_and_its_connection_comes_back_as_it_was(
-    postgres: Database,
-) -> None:
-    truncate(postgres)
-    fresh = Database(postgres.url, pool_size=1)
-    try:
-        with fresh.write() as session:
-            letter_id = make_letter(session, title="As it was").id
-        retitle = update(Letter).where(Letter.id == letter_id).values(title="Changed")
-        with pytest.raises(RuntimeError, match="fails"), fresh.write() as session:
-            one_trip(session)
-            locked = select(Letter.id).where(Letter.id == letter_id).with_for_update()
-            assert execute_opening(session, locked, {}).scalar_one() == letter_id
-            session.execute(retitle)
-            raise RuntimeError("fails before its last statement")
-        # Rolled back, and the lock is free (a NOWAIT lock would fail otherwise).
-        with fresh.write() as session:
-            session.execute(select(Letter.id).with_for_update(nowait=True)).all()
-            assert session.scalar(select(Letter.title)) == "As it was"
-        # The same connection (a pool of one) is transactional again.
-        with pytest.raises(RuntimeError, match="again"), fresh.write() as session:
-            session.execute(retitle)
-            raise RuntimeError("fails again")
-        with fresh.read() as session:
-            assert session.scalar(select(Letter.title)) == "As it was"
-    finally:
-        fresh.dispose()
-
-
-def test_a_one_trip_session_refuses_a_statement_outside_its_transaction(
-    postgres: Database,
-) -> None:
-    """It would commit on its own: the promise of one transaction is broken loudly."""
-    truncate(postgres)
-    with postgres.write() as session:
-        letter_id = make_letter(session, title="As it was").id
-    retitle = update(Letter).where(Letter.id == letter_id).values(title="Changed")
-    with pytest.raises(RuntimeError, match="one-trip"), postgres.write() as session:
-        one_trip(session)
-        session.execute(retitle)
     with postgres.read() as session:
-        assert session.scalar(select(Letter.title)) == "As it was"
-    # Alone, the last statement is its own transaction.
-    with postgres.write() as session:
-        one_trip(session)
-        execute_closing(session, retitle, {})
-    with postgres.read() as session:
-        assert session.scalar(select(Letter.title)) == "Changed"
+        tally = select(LetterTally.verified_count).where(LetterTally.letter_id == letter_id)
+        assert session.scalar(tally) == 1

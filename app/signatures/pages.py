@@ -15,7 +15,7 @@ from app import urls
 from app.abuse import service as abuse
 from app.abuse import web as proof_gate
 from app.abuse.proof import MAX_PAYLOAD_CHARS
-from app.db import one_trip, utcnow
+from app.db import utcnow
 from app.errors import CSRFError, InvalidInput
 from app.letters import accent, images, translations
 from app.letters import service as letters
@@ -395,7 +395,6 @@ def verify(
     csrf_token: Annotated[str, Form()] = "",
 ) -> Response:
     check_csrf(request, csrf_token)
-    one_trip(session)  # the confirmation is the whole transaction (D197)
     found = signatures.verify_signature(session, token=token, settings=settings)
     session.commit()  # at once, as the API's confirmation does (D183)
     letter_path = f"/letters/{found.letter_slug}"

@@ -54,7 +54,7 @@ from app import metrics, tokens, urls
 from app.abuse import service as abuse
 from app.abuse.domains import email_domain_refusal
 from app.config import Settings
-from app.db import execute_closing, execute_opening, utcnow
+from app.db import utcnow
 from app.emails import email_domain
 from app.errors import (
     InvalidInput,
@@ -77,6 +77,7 @@ from app.letters.models import (
 from app.letters.service import (
     count_new_signature,
     get_letter_for_signing,
+    note_goal_reached,
 )
 from app.mail.service import Priority, enqueue, in_turn
 from app.signatures import badges
@@ -652,7 +653,7 @@ def _lock_address(
     the ids of its address's submissions, every one of them locked first, in id order:
     two versions confirmed at once queue here instead of deadlocking further on. One
     query."""
-    rows = execute_opening(session, _LOCK_ADDRESS, {"public_id": public_id, "now": now}).all()
+    rows = session.execute(_LOCK_ADDRESS, {"public_id": public_id, "now": now}).all()
     for row in rows:
         if row.public_id == public_id and row.state != PendingState.SKIPPED:
             return row, [submission.id for submission in rows]
@@ -773,23 +774,6 @@ _COUNT_AND_PLACE = (
 """PostgreSQL: the confirmation's log entry (`signlog.INSERT_ONE`),
 `letters.service.count_new_signature` and the new signature's list position in one
 statement (data-modifying CTEs)."""
-_COUNT_PLACE_AND_GOAL = _COUNT_AND_PLACE.add_cte(
-    update(_LETTERS)
-    .where(
-        _LETTERS.c.id == _TALLY.c.letter_id,
-        _LETTERS.c.goal.is_not(None),
-        _LETTERS.c.goal <= _TALLY.c.verified_count,
-        _LETTERS.c.goal_reached_at.is_(None),
-    )
-    # Both named: SQLAlchemy fills a column's `onupdate` in wrongly inside a CTE.
-    .values(
-        goal_reached_at=bindparam("goal_at", type_=_LETTERS.c.goal_reached_at.type),
-        updated_at=bindparam("goal_at"),
-    )
-    .cte("goal")
-)
-"""`_COUNT_AND_PLACE`, and `letters.service.note_goal_reached` from the new count, for a
-letter whose goal is not reached yet: the statement stays the transaction's last."""
 
 
 def verify_signature(session: Session, *, token: str, settings: Settings) -> Confirmation:
@@ -886,14 +870,11 @@ def verify_signature(session: Session, *, token: str, settings: Settings) -> Con
         # One round trip while the counter row is locked, not two: the app's thread
         # may wait for the GIL between statements, and every confirmation of this
         # letter waits with it.
-        # With the COMMIT, in a `one_trip` session (D197).
-        execute_closing(
-            session,
-            _COUNT_AND_PLACE if goal is None else _COUNT_PLACE_AND_GOAL,
+        count = session.execute(
+            _COUNT_AND_PLACE,
             {
                 "tally_of": letter_id,
                 "signature_of": signature_id,
-                "goal_at": now,
                 **signlog.entry_values(
                     letter_id=letter_id,
                     reason=LogReason.CONFIRMED,
@@ -901,7 +882,9 @@ def verify_signature(session: Session, *, token: str, settings: Settings) -> Con
                     now=now,
                 ),
             },
-        ).one()
+        ).one()[1]
+        if goal is not None and count >= goal:
+            note_goal_reached(session, letter_id=letter_id, count=count)
     else:  # SQLite: one writer at a time anyway
         signlog.record(
             session,
