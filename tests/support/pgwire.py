@@ -35,6 +35,12 @@ class RoundTrips:
             self.count = 0
 
 
+def _shut(*ends: socket.socket) -> None:
+    for end in ends:
+        with suppress(OSError):
+            end.shutdown(socket.SHUT_RDWR)
+
+
 def _pipe(source: socket.socket, target: socket.socket) -> None:
     try:
         while data := source.recv(65536):
@@ -42,9 +48,7 @@ def _pipe(source: socket.socket, target: socket.socket) -> None:
     except OSError:
         pass
     finally:
-        for end in (source, target):
-            with suppress(OSError):
-                end.shutdown(socket.SHUT_RDWR)
+        _shut(source, target)
 
 
 def _read(client: socket.socket, buffer: bytearray, size: int) -> bool:
@@ -80,9 +84,7 @@ def _counting_pipe(client: socket.socket, server: socket.socket, trips: RoundTri
     except OSError:
         pass
     finally:
-        for end in (client, server):
-            with suppress(OSError):
-                end.shutdown(socket.SHUT_RDWR)
+        _shut(client, server)
 
 
 @contextmanager
