@@ -3,8 +3,9 @@
 A client that waits for an answer ends what it sent with a simple Query message (`Q`,
 its own round trip) or with a Sync (`S`, the end of an extended-protocol batch). So the
 number of `Q` and `S` messages the client sends is the number of times it waits for
-the server: what D197 cuts. The relay reads the client's stream message by message
-(after the untyped start-up, SSL and GSS requests) and forwards every byte unchanged.
+the server (D197 tried to cut a confirmation's from five to three). The relay reads
+the client's stream message by message (after the untyped start-up, SSL and GSS
+requests) and forwards every byte unchanged.
 """
 
 from __future__ import annotations
