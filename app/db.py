@@ -454,6 +454,75 @@ def upsert(session: Session, model: type[Any]) -> Any:
     return sqlite.insert(model)
 
 
+class OnDriver:
+    """A Core statement that runs on a PostgreSQL session's own psycopg connection, in
+    the session's transaction, without SQLAlchemy's execution around it (D199).
+
+    For the few statements on a hot path whose cost is mostly SQLAlchemy's: compiled
+    once for psycopg, its parameters made as SQLAlchemy makes them (the compiled
+    statement's `construct_params`, each bind's type's own processor, so a StrEnum or a
+    `UTCDateTime` binds as before), psycopg's own prepared plan. Rows come back as
+    named tuples, without result processing: read only plain columns (an enum column is
+    its value, a plain `str` equal to the member).
+
+    What SQLAlchemy's execution does besides running the statement comes along: a
+    driver error goes through the connection's own error handling (the engine's
+    `handle_error` hooks, so `_scrub_postgres_error` takes the data out of PostgreSQL's
+    text; a dead connection is invalidated and the error marked `connection_invalidated`,
+    which D194's 503 reads). What does not: the engine's cursor events and its SQL echo
+    do not see these statements."""
+
+    def __init__(self, statement: Any) -> None:
+        self._statement = statement
+        self._ready: tuple[str, Any, dict[str, Any], Any] | None = None
+
+    def _compiled(self) -> tuple[str, Any, dict[str, Any], Any]:
+        """Compiled at first use (importing the module costs nothing on SQLite)."""
+        if self._ready is None:
+            from psycopg.rows import namedtuple_row  # PostgreSQL only
+
+            dialect = postgresql.psycopg.dialect()  # type: ignore[no-untyped-call]
+            compiled = self._statement.compile(dialect=dialect)
+            processors = {
+                name: processor
+                for bind, name in compiled.bind_names.items()
+                if (processor := bind.type.dialect_impl(dialect).bind_processor(dialect))
+            }
+            self._ready = (str(compiled), compiled, processors, namedtuple_row)
+        return self._ready
+
+    @property
+    def sql(self) -> str:
+        return self._compiled()[0]
+
+    def parameters(self, values: dict[str, Any]) -> dict[str, Any]:
+        """The driver's parameters for `values` (by bind name); a missing one is refused."""
+        _sql, compiled, processors, _rows = self._compiled()
+        parameters: dict[str, Any] = compiled.construct_params(values)
+        for name, processor in processors.items():
+            parameters[name] = processor(parameters[name])
+        return parameters
+
+    def rows(self, session: Session, values: dict[str, Any]) -> list[Any]:
+        """Runs the statement in `session`'s transaction (begun here if it was not) and
+        returns all its rows."""
+        sql, _compiled, _processors, row_factory = self._compiled()
+        connection = session.connection()
+        parameters = self.parameters(values)
+        driver: Any = connection.connection.driver_connection
+        cursor = driver.cursor(row_factory=row_factory)
+        try:
+            cursor.execute(sql, parameters)
+            rows: list[Any] = cursor.fetchall()
+        except BaseException as error:
+            # As SQLAlchemy's own execution does: its handle_error hooks, invalidation
+            # of a dead connection, the error wrapped as a DBAPIError.
+            connection._handle_dbapi_exception(error, sql, parameters, cursor, None)
+        finally:
+            cursor.close()
+        return rows
+
+
 class Database:
     """The one way to open a session: `read()` for requests that only read, `write()`
     for one transaction. Made once per process (by `create_app`, the CLI, the worker,

@@ -6,13 +6,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import Integer, bindparam, event, func, select, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
 
 from app import db
 from app.config import Settings
-from app.db import DEFAULT_POOL_SIZE, RESERVED_CONNECTIONS, Database
+from app.db import DEFAULT_POOL_SIZE, RESERVED_CONNECTIONS, Database, OnDriver, utcnow
 from app.letters.models import Letter, LetterTally
+from app.signatures import service
+from app.signatures.models import SignatureDisplay, SignatureStatus
 from app.signatures.service import verify_signature
+from app.signlog import entries as signlog
+from app.signlog.models import LogReason
 from tests.support.config import make_settings
 from tests.support.databases import truncate
 from tests.support.factories import make_letter, sign, verify_token
@@ -146,3 +152,116 @@ def test_a_confirmation_waits_for_the_server_five_times(postgres: Database, tmp_
     with postgres.read() as session:
         tally = select(LetterTally.verified_count).where(LetterTally.letter_id == letter_id)
         assert session.scalar(tally) == 1
+
+
+# --- Statements on the driver (D199) -------------------------------------------------------
+
+
+def test_a_dead_connection_found_on_the_driver_is_a_disconnect(postgres: Database) -> None:
+    """SQLAlchemy's own handling of the driver's error: wrapped as a DBAPIError marked
+    `connection_invalidated` (D194's 503 reads it), the connection dropped from the
+    pool, and the next session gets a live one."""
+    fresh = Database(postgres.url, pool_size=1)
+    try:
+        first = _backend_pid(fresh)
+        with postgres.read() as session:
+            assert session.scalar(text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
+        with Session(fresh.engine) as session:
+            with pytest.raises(DBAPIError) as caught:
+                OnDriver(select(bindparam("one", type_=Integer))).rows(session, {"one": 1})
+            assert caught.value.connection_invalidated
+            assert type(caught.value.orig).__module__.startswith("psycopg")
+        assert _backend_pid(fresh) != first
+    finally:
+        fresh.dispose()
+
+
+def _sent_by_sqlalchemy(database: Database, statement: Any, values: dict[str, Any]) -> Any:
+    """The SQL and parameters SQLAlchemy's own execution sends for `statement`."""
+    sent: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, sql: str, parameters: Any, *_: Any) -> None:
+        sent.append((sql, parameters))
+
+    event.listen(database.engine, "before_cursor_execute", capture)
+    try:
+        with database.write() as session:
+            session.execute(statement, values)
+            session.rollback()
+    finally:
+        event.remove(database.engine, "before_cursor_execute", capture)
+    (only,) = sent
+    return only
+
+
+def test_the_confirmation_binds_on_the_driver_as_sqlalchemy_does(
+    postgres: Database, tmp_path: Path
+) -> None:
+    """The confirmation's three statements on the driver send what SQLAlchemy would send
+    through the engine: the same SQL, the same parameters after the types' processors
+    (a StrEnum as its value, a datetime as `UTCDateTime` binds it)."""
+    truncate(postgres)
+    settings = make_settings(tmp_path, postgres.url)
+    with postgres.write() as session:
+        pending = sign(session, make_letter(session), settings)
+        public_id, letter_id, email_hash = pending.public_id, pending.letter_id, pending.email_hash
+    now = utcnow()
+    new_values: dict[str, Any] = {
+        f"new_{name}": value
+        for name, value in {
+            "letter_id": letter_id,
+            "email_hash": email_hash,
+            "name": "Ada",
+            "title": "",
+            "organization": "Acme",
+            "city": "",
+            "display": SignatureDisplay.PUBLIC,
+            "status": SignatureStatus.VERIFIED,
+            "email": None,
+            "contact_ok": False,
+            "email_domain": "example.org",
+            "show_domain": True,
+            "name_threshold": None,
+            "comment": "",
+            "comment_public_ok": False,
+            "comment_approved": False,
+            "version": 1,
+            "verified_at": now,
+            "position": None,
+            "public_id": public_id,
+            "locale": "en",
+            "receipt_commitment": "c0ffee",
+        }.items()
+    }
+    cases = [
+        (service._LOCK_ON_DRIVER, service._LOCK_ADDRESS, {"public_id": public_id, "now": now}),
+        (
+            service._UPSERT_ON_DRIVER,
+            service._confirm_upsert("postgresql"),
+            {
+                **new_values,
+                "address_letter": letter_id,
+                "address_hash": email_hash,
+                "pending_id": pending.id,
+            },
+        ),
+        (
+            service._COUNT_ON_DRIVER,
+            service._COUNT_AND_PLACE,
+            {
+                "tally_of": letter_id,
+                "signature_of": 1,
+                **signlog.entry_values(
+                    letter_id=letter_id, reason=LogReason.CONFIRMED, commitment="c0ffee", now=now
+                ),
+            },
+        ),
+    ]
+    for on_driver, statement, values in cases:
+        sql, parameters = _sent_by_sqlalchemy(postgres, statement, values)
+        assert on_driver.sql == sql
+        ours = on_driver.parameters(values)
+        assert ours == parameters
+        # Processed as SQLAlchemy processes them (a StrEnum equals its value unprocessed).
+        assert {k: type(v) for k, v in ours.items()} == {k: type(v) for k, v in parameters.items()}
+        assert str in {type(v) for v in ours.values()}

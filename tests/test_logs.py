@@ -17,13 +17,13 @@ from urllib.parse import urlencode, urlsplit
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import insert, text
+from sqlalchemy import Integer, String, bindparam, cast, insert, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from app import tokens
 from app.config import Settings
-from app.db import Database, utcnow
+from app.db import Database, OnDriver, utcnow
 from app.mail.models import OutboxEmail, OutboxStatus
 from app.main import create_app
 from tests.support.config import TEST_SECRET, make_settings
@@ -102,6 +102,40 @@ def test_a_value_postgresql_cannot_read_is_not_quoted(postgres: Database) -> Non
     assert "invalid input syntax for type integer" in str(caught.value)
     assert getattr(caught.value.orig, "sqlstate", None) == "22P02"  # diagnostics kept
     assert_nothing_leaked(formatted(caught.value))
+
+
+@pytest.mark.postgres
+def test_a_statement_run_on_the_driver_is_scrubbed_as_any_other(
+    postgres: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """D199: the confirmation's statements skip SQLAlchemy's execution, not its error
+    handling. The NOT NULL violation's DETAIL (the whole row) and a class 22 error's
+    quoted value stay out, as on `session.execute`."""
+    outbox = insert(OutboxEmail).values(
+        kind=None,
+        to_address=bindparam("to"),
+        subject=f"{NAME}, {ORGANIZATION}",
+        text_body=f"http://testserver/verify/{TOKEN}",
+        html_body="",
+        headers={},
+        message_id="<log-test@testserver>",
+        status=OutboxStatus.PENDING,
+        attempts=0,
+        next_attempt_at=bindparam("due"),
+        created_at=bindparam("due"),
+    )
+    for statement, values in (
+        (outbox.returning(OutboxEmail.id), {"to": ADDRESS, "due": utcnow()}),
+        (select(cast(bindparam("value", type_=String), Integer)), {"value": ADDRESS}),
+    ):
+        with pytest.raises(DBAPIError) as caught, postgres.write() as session:
+            OnDriver(statement).rows(session, values)
+        logging.getLogger("tests.logs").error("the statement failed", exc_info=caught.value)
+        for logged in (caplog.text, formatted(caught.value), str(caught.value.orig)):
+            assert_nothing_leaked(logged)
+        assert not caught.value.connection_invalidated
+    assert "outbox_emails" in caplog.text  # still says where
+    assert "invalid input syntax for type integer" in caplog.text
 
 
 # 2. A 500 on /verify/{token} ----------------------------------------------------------

@@ -10,14 +10,17 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 
 from app.db import Database
+from app.letters.models import LetterTally
 from app.main import create_app
 from app.migrate import upgrade
+from app.signatures.models import Signature
 from tests.support.config import PG_URL, make_settings, skip_or_fail
 from tests.support.databases import scratch_postgres_database
-from tests.web.flows import GOOD_FORM, add_letter, pending_signatures
+from tests.support.factories import verify_token
+from tests.web.flows import GOOD_FORM, add_letter, pending_signature, pending_signatures
 
 pytestmark = pytest.mark.postgres
 
@@ -89,3 +92,31 @@ def test_a_signature_sent_on_a_lost_connection_is_refused_and_not_stored(
         assert again.status_code == 202
     emails = sorted(str(p.email) for p in pending_signatures(app))
     assert emails == ["first@example.org", "lost@example.org"]  # once, from the retry
+
+
+def test_a_confirmation_sent_on_a_lost_connection_is_refused_and_counted_once(
+    own_database: str, tmp_path: Path
+) -> None:
+    """D199: the confirmation's statements run on the driver, and a dead connection
+    found there is still SQLAlchemy's disconnect (503, the pool's connections replaced),
+    not a 500; the retry counts it once."""
+    app = create_app(make_settings(tmp_path, own_database))
+    letter = add_letter(app, slug="ice-out")
+    settings = app.state.settings
+    first, lost = (
+        verify_token(settings, pending_signature(app, letter, email=f"{who}@example.org"))
+        for who in ("first", "lost")
+    )
+    verify = "/api/v1/signatures/verify"
+    with TestClient(app, client=("127.0.0.1", 50000)) as client:
+        assert client.post(verify, json={"token": first}).status_code == 200
+        assert _end_connections(own_database) >= 1
+        refused = client.post(verify, json={"token": lost})
+        assert refused.status_code == 503
+        assert refused.headers["retry-after"] == "1"
+        assert client.post(verify, json={"token": lost}).status_code == 200
+        assert client.post(verify, json={"token": lost}).status_code == 200  # again: no change
+    with app.state.database.read() as session:
+        tally = session.scalar(select(LetterTally.verified_count))
+        verified = session.scalar(select(func.count()).select_from(Signature))
+    assert (tally, verified) == (2, 2)
