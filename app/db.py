@@ -469,8 +469,9 @@ class OnDriver:
     driver error goes through the connection's own error handling (the engine's
     `handle_error` hooks, so `_scrub_postgres_error` takes the data out of PostgreSQL's
     text; a dead connection is invalidated and the error marked `connection_invalidated`,
-    which D194's 503 reads). What does not: the engine's cursor events and its SQL echo
-    do not see these statements."""
+    which D194's 503 reads); the engine's `before_cursor_execute` and
+    `after_cursor_execute` listeners see them (with `context` None). What does not: the
+    engine's SQL echo."""
 
     def __init__(self, statement: Any) -> None:
         self._statement = statement
@@ -511,8 +512,16 @@ class OnDriver:
         parameters = self.parameters(values)
         driver: Any = connection.connection.driver_connection
         cursor = driver.cursor(row_factory=row_factory)
+        # The engine's cursor events, when anything listens (tests that watch what is
+        # sent; SQL instrumentation): with no ExecutionContext, which their documentation
+        # allows ("May be None").
+        events = connection.dispatch
         try:
+            for before in events.before_cursor_execute:
+                sql, parameters = before(connection, cursor, sql, parameters, None, False)
             cursor.execute(sql, parameters)
+            for after in events.after_cursor_execute:
+                after(connection, cursor, sql, parameters, None, False)
             rows: list[Any] = cursor.fetchall()
         except BaseException as error:
             # As SQLAlchemy's own execution does: its handle_error hooks, invalidation

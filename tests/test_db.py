@@ -258,10 +258,45 @@ def test_the_confirmation_binds_on_the_driver_as_sqlalchemy_does(
         ),
     ]
     for on_driver, statement, values in cases:
-        sql, parameters = _sent_by_sqlalchemy(postgres, statement, values)
-        assert on_driver.sql == sql
-        ours = on_driver.parameters(values)
-        assert ours == parameters
-        # Processed as SQLAlchemy processes them (a StrEnum equals its value unprocessed).
-        assert {k: type(v) for k, v in ours.items()} == {k: type(v) for k, v in parameters.items()}
-        assert str in {type(v) for v in ours.values()}
+        _assert_binds_alike(postgres, on_driver, statement, values)
+
+
+def _assert_binds_alike(
+    database: Database, on_driver: OnDriver, statement: Any, values: dict[str, Any]
+) -> None:
+    """`on_driver` sends what SQLAlchemy sends for `statement` with `values`."""
+    sql, parameters = _sent_by_sqlalchemy(database, statement, values)
+    assert on_driver.sql == sql
+    ours = on_driver.parameters(values)
+    assert ours == parameters
+    # Processed as SQLAlchemy processes them (a StrEnum equals its value unprocessed).
+    assert {k: type(v) for k, v in ours.items()} == {k: type(v) for k, v in parameters.items()}
+    assert str in {type(v) for v in ours.values()}
+
+
+def test_the_engine_s_cursor_listeners_see_a_statement_on_the_driver(
+    postgres: Database,
+) -> None:
+    """What tests of "the same statements whatever the address" and SQL instrumentation
+    watch: `before_cursor_execute` and `after_cursor_execute`, with no context."""
+    seen: list[tuple[str, str, Any, Any]] = []
+
+    def before(conn: Any, cursor: Any, sql: str, parameters: Any, context: Any, many: bool) -> None:
+        seen.append(("before", sql, parameters, context))
+
+    def after(conn: Any, cursor: Any, sql: str, parameters: Any, context: Any, many: bool) -> None:
+        seen.append(("after", sql, parameters, context))
+
+    on_driver = OnDriver(select(bindparam("one", type_=Integer)))
+    event.listen(postgres.engine, "before_cursor_execute", before)
+    event.listen(postgres.engine, "after_cursor_execute", after)
+    try:
+        with postgres.write() as session:
+            assert [tuple(row) for row in on_driver.rows(session, {"one": 7})] == [(7,)]
+    finally:
+        event.remove(postgres.engine, "before_cursor_execute", before)
+        event.remove(postgres.engine, "after_cursor_execute", after)
+    assert seen == [
+        ("before", on_driver.sql, {"one": 7}, None),
+        ("after", on_driver.sql, {"one": 7}, None),
+    ]
