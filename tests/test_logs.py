@@ -53,24 +53,25 @@ def assert_nothing_leaked(logged: str) -> None:
         assert secret not in logged, (secret, logged)
 
 
+FAILING_INSERT = insert(OutboxEmail).values(
+    kind=None,
+    to_address=bindparam("to"),
+    subject=f"{NAME}, {ORGANIZATION}",
+    text_body=f"http://testserver/verify/{TOKEN}",
+    html_body="",
+    headers={},
+    message_id="<log-test@testserver>",
+    status=OutboxStatus.PENDING,
+    attempts=0,
+    next_attempt_at=bindparam("due"),
+    created_at=bindparam("due"),
+)
+"""A statement that fails (NOT NULL) with personal data in its parameters; on
+PostgreSQL the error's DETAIL would list the whole row."""
+
+
 def failing_insert(session: Session) -> None:
-    """A statement that fails (NOT NULL) with personal data in its parameters; on
-    PostgreSQL the error's DETAIL would list the whole row."""
-    session.execute(
-        insert(OutboxEmail).values(
-            kind=None,
-            to_address=ADDRESS,
-            subject=f"{NAME}, {ORGANIZATION}",
-            text_body=f"http://testserver/verify/{TOKEN}",
-            html_body="",
-            headers={},
-            message_id="<log-test@testserver>",
-            status=OutboxStatus.PENDING,
-            attempts=0,
-            next_attempt_at=utcnow(),
-            created_at=utcnow(),
-        )
-    )
+    session.execute(FAILING_INSERT, {"to": ADDRESS, "due": utcnow()})
 
 
 def formatted(exc: BaseException) -> str:
@@ -111,21 +112,8 @@ def test_a_statement_run_on_the_driver_is_scrubbed_as_any_other(
     """D199: the confirmation's statements skip SQLAlchemy's execution, not its error
     handling. The NOT NULL violation's DETAIL (the whole row) and a class 22 error's
     quoted value stay out, as on `session.execute`."""
-    outbox = insert(OutboxEmail).values(
-        kind=None,
-        to_address=bindparam("to"),
-        subject=f"{NAME}, {ORGANIZATION}",
-        text_body=f"http://testserver/verify/{TOKEN}",
-        html_body="",
-        headers={},
-        message_id="<log-test@testserver>",
-        status=OutboxStatus.PENDING,
-        attempts=0,
-        next_attempt_at=bindparam("due"),
-        created_at=bindparam("due"),
-    )
     for statement, values in (
-        (outbox.returning(OutboxEmail.id), {"to": ADDRESS, "due": utcnow()}),
+        (FAILING_INSERT.returning(OutboxEmail.id), {"to": ADDRESS, "due": utcnow()}),
         (select(cast(bindparam("value", type_=String), Integer)), {"value": ADDRESS}),
     ):
         with pytest.raises(DBAPIError) as caught, postgres.write() as session:
