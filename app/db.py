@@ -1,4 +1,5 @@
-"""Engine, declarative base, column types and the Database (sessions).
+"""Engine, declarative base, column types, the Database (sessions), and `OnDriver` (a
+statement of a hot path run on the session's psycopg connection, D199).
 
 SQLite is tuned for a small busy machine: WAL, foreign keys, a busy timeout and
 `secure_delete` (deleted personal data is overwritten, not left in free pages).

@@ -776,8 +776,9 @@ _COUNT_AND_PLACE = (
 """PostgreSQL: the confirmation's log entry (`signlog.INSERT_ONE`),
 `letters.service.count_new_signature` and the new signature's list position in one
 statement (data-modifying CTEs)."""
-# PostgreSQL: the confirmation's three statements run on the driver (D199); through
-# SQLAlchemy's execution they cost a quarter of a confirmation's CPU (D198).
+# PostgreSQL: the confirmation's three statements run on the driver (D199): through
+# SQLAlchemy's execution they cost 40 % of the service's instructions, a sixth of the
+# whole request's (D198, D199).
 _LOCK_ON_DRIVER = OnDriver(_LOCK_ADDRESS)
 _UPSERT_ON_DRIVER = OnDriver(_confirm_upsert("postgresql"))
 _COUNT_ON_DRIVER = OnDriver(_COUNT_AND_PLACE)
