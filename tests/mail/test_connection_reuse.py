@@ -4,7 +4,6 @@ PostgreSQL share the outbox, each email delivered exactly once."""
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -23,8 +22,6 @@ from tests.support.databases import truncate
 from tests.support.ports import free_port
 from tests.support.smtp import SmtpServer, serving
 
-SLOW_DATA_SECONDS = 0.3
-
 
 @dataclass
 class CountingSmtpServer(SmtpServer):
@@ -35,7 +32,6 @@ class CountingSmtpServer(SmtpServer):
     sessions: list[Any] = field(default_factory=list)
     drop_at_mail: set[int] = field(default_factory=set)  # the nth MAIL FROM, from 1
     drop_in_data: set[int] = field(default_factory=set)  # the nth DATA, from 1
-    slow_datas: int = 0  # the first n DATAs take SLOW_DATA_SECONDS each
     mails: int = 0
     datas: int = 0
 
@@ -55,8 +51,6 @@ class CountingSmtpServer(SmtpServer):
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.datas += 1
-        if self.datas <= self.slow_datas:
-            await asyncio.sleep(SLOW_DATA_SECONDS)
         if self.datas in self.drop_in_data:
             server.transport.close()  # not accepted: the message is not recorded
             return "451 4.4.2 gone"
@@ -260,10 +254,6 @@ def test_several_senders_share_a_pass_each_email_once_on_its_own_connections(
     rules, never lost), and the connections are reused by the next pass."""
     settings = settings_for(smtp_settings, counting_server)
     counting_server.drop_in_data = {5}
-    # The first 4 deliveries are slow, so that the 4 threads are all sending at once even
-    # on a busy machine (without it, a loaded run saw one thread finish its share before
-    # another began, and 2 connections open).
-    counting_server.slow_datas = 4
     for n in range(30):
         queue_email(db, to=f"signer{n}@example.org")
     backend = SmtpBackend(settings)
