@@ -258,20 +258,13 @@ def test_the_confirmation_binds_on_the_driver_as_sqlalchemy_does(
         ),
     ]
     for on_driver, statement, values in cases:
-        _assert_binds_alike(postgres, on_driver, statement, values)
-
-
-def _assert_binds_alike(
-    database: Database, on_driver: OnDriver, statement: Any, values: dict[str, Any]
-) -> None:
-    """`on_driver` sends what SQLAlchemy sends for `statement` with `values`."""
-    sql, parameters = _sent_by_sqlalchemy(database, statement, values)
-    assert on_driver.sql == sql
-    ours = on_driver.parameters(values)
-    assert ours == parameters
-    # Processed as SQLAlchemy processes them (a StrEnum equals its value unprocessed).
-    assert {k: type(v) for k, v in ours.items()} == {k: type(v) for k, v in parameters.items()}
-    assert str in {type(v) for v in ours.values()}
+        sql, parameters = _sent_by_sqlalchemy(postgres, statement, values)
+        assert on_driver.sql == sql
+        ours = on_driver.parameters(values)
+        assert ours == parameters
+        # Processed as SQLAlchemy processes them (a StrEnum equals its value unprocessed).
+        assert {k: type(v) for k, v in ours.items()} == {k: type(v) for k, v in parameters.items()}
+        assert str in {type(v) for v in ours.values()}
 
 
 def test_the_engine_s_cursor_listeners_see_a_statement_on_the_driver(

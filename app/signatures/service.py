@@ -645,7 +645,9 @@ _LOCK_ADDRESS = (
 confirm path): rows, not entities, and only the columns a confirmation reads."""
 
 
-def _lock_address(session: Session, public_id: str, now: datetime) -> tuple[Any, list[int]]:
+def _lock_address(
+    session: Session, public_id: str, now: datetime, *, on_postgresql: bool
+) -> tuple[Any, list[int]]:
     """The submission with its letter's slug, goal and whether it is open at `now`, and
     the ids of its address's submissions, every one of them locked first, in id order:
     two versions confirmed at once queue here instead of deadlocking further on. One
@@ -653,7 +655,7 @@ def _lock_address(session: Session, public_id: str, now: datetime) -> tuple[Any,
     values = {"public_id": public_id, "now": now}
     rows: Sequence[Any] = (
         _LOCK_ON_DRIVER.rows(session, values)
-        if session.get_bind().dialect.name == "postgresql"
+        if on_postgresql
         else session.execute(_LOCK_ADDRESS, values).all()
     )
     for row in rows:
@@ -798,7 +800,9 @@ def verify_signature(session: Session, *, token: str, settings: Settings) -> Con
     at a time anyway, five plain ones."""
     public_id = _public_id_from(token, settings)
     now = utcnow()
-    pending, submissions = _lock_address(session, public_id, now)
+    dialect = session.get_bind().dialect.name
+    on_postgresql = dialect == "postgresql"
+    pending, submissions = _lock_address(session, public_id, now, on_postgresql=on_postgresql)
     if pending.state == PendingState.CONFIRMED:
         return Confirmation(pending.id, pending.letter_slug, already=True)
     if not pending.letter_open:
@@ -846,13 +850,10 @@ def verify_signature(session: Session, *, token: str, settings: Settings) -> Con
         "public_id": public_id,
     }
     letter_id, hashed = pending.letter_id, pending.email_hash
-    dialect = session.get_bind().dialect.name
-    on_postgresql = dialect == "postgresql"
     # A withdrawn signature comes back with this submission's fields and links (the
     # old ones stop working); a confirmed or removed one is left alone (no row).
     # None of the address's submissions can be confirmed any more: none keeps an
     # identity or a comment (`_WIPE_ADDRESS`; on PostgreSQL, in the same statement).
-    upsert = _confirm_upsert(dialect)
     upserted = {
         "new_letter_id": letter_id,
         "new_email_hash": hashed,
@@ -862,7 +863,7 @@ def verify_signature(session: Session, *, token: str, settings: Settings) -> Con
     signature_id: int | None = (
         next((row.id for row in _UPSERT_ON_DRIVER.rows(session, upserted)), None)
         if on_postgresql
-        else session.scalar(upsert, upserted)
+        else session.scalar(_confirm_upsert(dialect), upserted)
     )
     if signature_id is None and _signature_status(session, letter_id, hashed) == (
         SignatureStatus.REMOVED
